@@ -1,0 +1,167 @@
+"""The ``l2lflow`` command.
+
+Only the standard library is imported at the top: ``l2lflow step`` runs once per rule and
+generation and must start in milliseconds; every other command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from l2lflow.config import load_config
+
+    config = load_config(args.config)
+    print(
+        f"{args.config}: valid ({config['generations']} generations × "
+        f"{config['population_size']} individuals, optimizer {config['optimizer']['name']}, "
+        f"optimizee {config['optimizee']['name']}, results in {config['results']})"
+    )
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Run an experiment in this process (no Snakemake): handy for notebooks and benchmarks."""
+    from l2lflow.client import StoreLock
+    from l2lflow.config import load_config, merge, validate_config
+    from l2lflow.experiment import Experiment
+
+    config = load_config(args.config)
+    overrides: dict = {}
+    if args.generations is not None:
+        overrides["generations"] = args.generations
+    if args.workers is not None:
+        overrides.setdefault("execution", {})["workers"] = args.workers
+    if args.results is not None:
+        overrides["results"] = args.results
+    if overrides:
+        config = validate_config(merge(config, overrides))
+    lock = StoreLock(config["results"])
+    lock.acquire()
+    try:
+        exp = Experiment(config)
+        exp.run(on_progress=_printer())
+    finally:
+        lock.release()
+    from l2lflow.status import render_status
+
+    print(render_status(config["results"]))
+    return 0
+
+
+def _printer():
+    import time
+
+    last = [0.0]
+
+    def show(p) -> None:
+        now = time.monotonic()
+        if now - last[0] > 2.0 or p.running == 0:
+            last[0] = now
+            print(
+                f"generation {p.generation}: {p.done} done, {p.failed} failed, "
+                f"{p.running} running of {p.total}",
+                file=sys.stderr,
+            )
+
+    return show
+
+
+def _cmd_step(args: argparse.Namespace) -> int:
+    from l2lflow.client import request, run_step
+
+    if args.op == "shutdown":
+        try:
+            request(args.results, "shutdown", start=False)
+        except Exception as exc:  # noqa: BLE001 - nothing to stop is fine
+            print(f"l2lflow: no engine to stop ({exc})", file=sys.stderr)
+        return 0
+    if args.config is None or args.generation is None:
+        raise SystemExit(f"l2lflow step {args.op}: --config and --generation are required")
+    run_step(args.op, args.results, args.config, args.generation, args.sentinel)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from l2lflow.status import render_status, watch
+
+    if args.watch:
+        return watch(args.results, args.interval)
+    print(render_status(args.results))
+    return 0
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    from l2lflow.profiles import install_profiles
+
+    for path in install_profiles(
+        Path(args.dest) if args.dest else None, args.names or None, force=args.force
+    ):
+        print(f"installed {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="l2lflow", description="Learning-to-learn experiments with Snakemake, Dask and Zarr."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check an experiment config and say what is wrong")
+    p.add_argument("config", type=Path)
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("run", help="run an experiment in this process (without Snakemake)")
+    p.add_argument("config", type=Path)
+    p.add_argument("--generations", type=int, help="override the number of generations")
+    p.add_argument("--workers", type=int, help="override the number of local workers")
+    p.add_argument("--results", help="override the results folder")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("step", help="one workflow step (called by the Snakemake rules)")
+    p.add_argument("op", choices=["sample", "evaluate", "aggregate", "shutdown"])
+    p.add_argument("--results", required=True, type=Path, help="the experiment's results folder")
+    p.add_argument(
+        "--config", type=Path, help="the resolved config (JSON) written by the Snakefile"
+    )
+    p.add_argument("--generation", type=int)
+    p.add_argument("--sentinel", type=Path, help="file to write when the step is committed")
+    p.set_defaults(func=_cmd_step)
+
+    p = sub.add_parser("status", help="per-generation progress and best individual of a run")
+    p.add_argument("results", type=Path, help="results folder (results/<name>) or its store")
+    p.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    p.add_argument("--interval", type=float, default=2.0)
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("profiles", help="Snakemake site profiles")
+    psub = p.add_subparsers(dest="action", required=True)
+    pi = psub.add_parser("install", help="copy profiles to ~/.config/snakemake/")
+    pi.add_argument("names", nargs="*", help="profiles to install (default: all)")
+    pi.add_argument("--dest", help="target folder (default ~/.config/snakemake)")
+    pi.add_argument("--force", action="store_true", help="overwrite a changed profile")
+    pi.set_defaults(func=_cmd_profiles)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("l2lflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        from l2lflow.errors import is_user_error
+
+        if not is_user_error(exc):
+            raise
+        print(f"l2lflow: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

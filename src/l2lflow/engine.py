@@ -1,0 +1,249 @@
+"""The engine: one long-lived process per experiment that does the steps the rules ask for.
+
+Why: a Snakemake job that starts Python and imports the data stack costs ~1 s, a Dask cluster
+costs seconds to start (and a queue wait on Slurm), and CMA-ES's state lives in memory. So the
+per-generation rules are thin clients (:mod:`l2lflow.client`) and this process, started by the
+first of them, keeps the store open, the optimizer warm and the worker pools up for the whole
+run. It holds the results folder's lock (``flock``, released by the kernel if it dies), serves
+one step at a time, and shuts down with its pools when the workflow ends (``shutdown``), when
+no request came for ``--idle-timeout`` seconds, or shortly after its client vanished mid-step
+(Ctrl-C or a kill of Snakemake). Results reach the store as they arrive, so stopping loses only
+the evaluations that were running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from l2lflow.client import EXIT_LOCKED, ClientError, StoreLock, socket_path
+
+log = logging.getLogger("l2lflow.engine")
+
+#: another run may take over an idle engine only after this many seconds without requests
+LEASE_S = 10.0
+#: after a client vanished mid-step, shut down this soon unless a new request arrives
+ORPHAN_GRACE_S = 5.0
+PROGRESS_INTERVAL_S = 0.25
+
+
+class Engine:
+    def __init__(self, results_dir: Path, idle_timeout: float) -> None:
+        self.results_dir = results_dir
+        self.idle_timeout = idle_timeout
+        self.experiment: Any = None
+        self.work_lock = threading.Lock()
+        self.stop = threading.Event()
+        self.last_activity = time.monotonic()
+        self.deadline_override: float | None = None
+        self.owner: str | None = None
+        self.busy = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def serve(self) -> int:
+        lock = StoreLock(self.results_dir)
+        try:
+            lock.acquire()
+        except ClientError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_LOCKED
+        path = socket_path(self.results_dir)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # stale socket of a dead engine (we hold the lock, so it is dead)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        os.chmod(path, 0o600)  # only this user may talk to the engine
+        server.listen(16)
+        server.settimeout(0.2)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: self.stop.set())
+        log.info("engine %d serving %s on %s", os.getpid(), self.results_dir, path)
+        try:
+            while not self.stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    self._check_idle()
+                    continue
+                threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        finally:
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            with self.work_lock:  # let a running step flush what it has
+                if self.experiment is not None:
+                    self.experiment.close()
+            lock.release()
+            log.info("engine %d stopped", os.getpid())
+        return 0
+
+    def _check_idle(self) -> None:
+        if self.busy:
+            return
+        now = time.monotonic()
+        if self.deadline_override is not None and now > self.deadline_override:
+            log.info("client went away mid-step and none came back: shutting down")
+            self.stop.set()
+        elif now - self.last_activity > self.idle_timeout:
+            log.info("idle for %.0f s: shutting down", self.idle_timeout)
+            self.stop.set()
+
+    # ------------------------------------------------------------------ one connection
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                line = conn.makefile("r", encoding="utf-8").readline()
+                if not line:
+                    return
+                message = json.loads(line)
+                self._serve_request(conn, message)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            except Exception as exc:  # noqa: BLE001 - reported to the client, engine lives on
+                log.error("request failed:\n%s", traceback.format_exc())
+                with contextlib.suppress(OSError):
+                    self._send(conn, {"type": "result", "ok": False, "error": _one_line(exc)})
+
+    def _serve_request(self, conn: socket.socket, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        run_id = message.get("run_id")
+        if op == "ping":
+            self._send(conn, {"type": "result", "ok": True, "result": {"pid": os.getpid()}})
+            return
+        if op == "shutdown":
+            self.stop.set()
+            self._send(conn, {"type": "result", "ok": True, "result": {"stopping": True}})
+            return
+        if self.owner is not None and run_id != self.owner:
+            quiet_for = time.monotonic() - self.last_activity
+            if self.busy or quiet_for < LEASE_S:
+                self._send(
+                    conn,
+                    {
+                        "type": "result",
+                        "ok": False,
+                        "error": f"{self.results_dir} is in use by another run (engine pid "
+                        f"{os.getpid()}); wait for it to finish or stop it, then run again",
+                    },
+                )
+                return
+        with self.work_lock:
+            self.owner = run_id
+            self.busy = True
+            self.deadline_override = None
+            try:
+                result = self._do(conn, op, message)
+            except _ClientGone:
+                self.deadline_override = time.monotonic() + ORPHAN_GRACE_S
+                log.info("client went away during %s %s", op, message.get("generation"))
+                return
+            finally:
+                self.busy = False
+                self.last_activity = time.monotonic()
+        self._send(conn, {"type": "result", "ok": True, "result": result})
+
+    def _do(self, conn: socket.socket, op: str, message: dict[str, Any]) -> dict[str, Any]:
+        from l2lflow.evaluation import Interrupted
+
+        config = self._config(message.get("config_path"))
+        generation = int(message["generation"])
+        exp = self._experiment(config)
+        if op == "sample":
+            return exp.sample(generation)
+        if op == "aggregate":
+            return exp.aggregate(generation)
+        if op == "evaluate":
+            last = [0.0]
+
+            def progress(p: Any) -> None:
+                now = time.monotonic()
+                if now - last[0] >= PROGRESS_INTERVAL_S or p.running == 0:
+                    last[0] = now
+                    with contextlib.suppress(OSError):
+                        self._send(conn, {"type": "progress", "progress": p.as_dict()})
+
+            def should_stop() -> bool:
+                return self.stop.is_set() or _disconnected(conn)
+
+            try:
+                return exp.evaluate(generation, on_progress=progress, should_stop=should_stop)
+            except Interrupted:
+                raise _ClientGone() from None
+        raise ValueError(f"unknown step {op!r} (allowed: sample, evaluate, aggregate, shutdown)")
+
+    def _config(self, config_path: str | None) -> dict[str, Any]:
+        if not config_path:
+            raise ValueError("the request names no config file")
+        from l2lflow.config import validate_config
+
+        return validate_config(json.loads(Path(config_path).read_text()))
+
+    def _experiment(self, config: dict[str, Any]):
+        from l2lflow.experiment import Experiment
+
+        if Path(config["results"]).resolve() != self.results_dir.resolve():
+            raise ValueError(
+                f"config's results folder {config['results']} is not this engine's "
+                f"{self.results_dir}"
+            )
+        if self.experiment is None:
+            self.experiment = Experiment(config)
+        else:
+            self.experiment.update_config(config)
+        return self.experiment
+
+    @staticmethod
+    def _send(conn: socket.socket, payload: dict[str, Any]) -> None:
+        conn.sendall((json.dumps(payload, allow_nan=True) + "\n").encode())
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def _disconnected(conn: socket.socket) -> bool:
+    """True if the client closed its end (a step's client never sends after its request)."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        if not readable:
+            return False
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def _one_line(exc: BaseException) -> str:
+    """The user's errors as they are; our own bugs with their type and a pointer to the log."""
+    from l2lflow.errors import is_user_error
+
+    text = (str(exc) or type(exc).__name__).strip()
+    if is_user_error(exc):
+        return text
+    return f"internal error {type(exc).__name__}: {text} (traceback in the engine log)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m l2lflow.engine")
+    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--idle-timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
+    )
+    return Engine(args.results_dir, args.idle_timeout).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Evaluating one generation on Dask: chunked dispatch, retries, streaming writes.
+
+The client sends small *chunks* of individuals to workers; each chunk is sized from the runtimes
+measured so far so that it takes about ``TARGET_CHUNK_S`` (many tiny evaluations are batched to
+amortise Dask's per-task cost; long simulations go one per task). Only a few chunks per worker
+are in flight, so an interruption repeats little work. Results are written to the store by this
+process in batches at most ``FLUSH_INTERVAL_S`` apart. Failed attempts are retried as configured,
+then recorded as failed with their reason and the failure fitness. Nothing here waits without a
+timeout, so a lost worker or a hung evaluation cannot hang the run.
+"""
+
+from __future__ import annotations
+
+import math
+import queue as queue_module
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from l2lflow.runner import EvaluationSpec, evaluate_chunk
+from l2lflow.store import DONE, FAILED, PENDING, ResultStore
+
+TARGET_CHUNK_S = 0.1
+FLUSH_INTERVAL_S = 0.5
+CHUNKS_PER_WORKER = 2
+
+
+@dataclass
+class Progress:
+    """Counts of one generation's evaluation, sent to the progress bar."""
+
+    generation: int
+    total: int
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    retried: int = 0
+    started: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "total": self.total,
+            "done": self.done,
+            "failed": self.failed,
+            "running": self.running,
+            "retried": self.retried,
+            "elapsed": time.time() - self.started,
+        }
+
+
+class Interrupted(RuntimeError):
+    """The evaluation was stopped on request (the caller went away); finished work is stored."""
+
+
+def failure_fitness(config: dict[str, Any]) -> float:
+    """What a failed individual's fitness is: the configured value, else the worst possible."""
+    value = config.get("evaluation", {}).get("failure_fitness")
+    if value is not None:
+        return float(value)
+    return math.inf if config.get("direction", "minimize") == "minimize" else -math.inf
+
+
+def evaluate_generation(
+    client: Any,
+    store: ResultStore,
+    generation: int,
+    spec: EvaluationSpec,
+    config: dict[str, Any],
+    *,
+    task_seed: int = 0,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resources: dict[str, float] | None = None,
+) -> Progress:
+    """Evaluate every individual of ``generation`` whose status is not final yet."""
+    status = store.status(generation)
+    todo = [int(i) for i in np.flatnonzero(status == PENDING)]
+    progress = Progress(generation, total=len(status), started=time.time())
+    progress.done = int(np.sum(status == DONE))
+    progress.failed = int(np.sum(status == FAILED))
+    if not todo:
+        return progress
+    params = store.parameters(generation)
+    seeds = store.seeds(generation)
+    names = list(params)
+    retries = int(config.get("evaluation", {}).get("retries", 1))
+    fail_value = failure_fitness(config)
+
+    def item(i: int, attempt: int) -> dict[str, Any]:
+        return {
+            "generation": generation,
+            "individual": i,
+            "seed": int(seeds[i]),
+            "params": {n: params[n][i].item() for n in names},
+            "attempt": attempt,
+            "task_seed": task_seed,
+            "phase": "optimize",
+        }
+
+    queue: deque[tuple[int, int]] = deque((i, 0) for i in todo)
+    runtimes = _previous_runtimes(store, generation)
+    workers = max(1, _worker_count(client))
+    buffer: list[dict[str, Any]] = []
+    last_flush = time.monotonic()
+    in_flight: dict[Any, list[tuple[int, int]]] = {}
+    finished: queue_module.Queue = queue_module.Queue()
+
+    def submit_more() -> None:
+        nonlocal workers
+        workers = max(1, _worker_count(client)) if not in_flight else workers
+        while queue and len(in_flight) < workers * CHUNKS_PER_WORKER:
+            size = _chunk_size(runtimes, len(queue), workers)
+            chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
+            fut = client.submit(
+                evaluate_chunk,
+                spec,
+                [item(i, a) for i, a in chunk],
+                pure=False,
+                resources=resources,
+                retries=0,
+            )
+            in_flight[fut] = chunk
+            fut.add_done_callback(finished.put)
+        progress.running = sum(len(c) for c in in_flight.values())
+
+    def record(i: int, attempt: int, result: dict[str, Any]) -> None:
+        if result["ok"]:
+            runtimes.append(float(result["runtime"]))
+            buffer.append(
+                {
+                    **result,
+                    "individual": i,
+                    "status": DONE,
+                    "attempts": attempt + 1,
+                    "finished_at": time.time(),
+                }
+            )
+            progress.done += 1
+        elif attempt < retries:
+            queue.append((i, attempt + 1))
+            progress.retried += 1
+        else:
+            buffer.append(
+                {
+                    **result,
+                    "individual": i,
+                    "status": FAILED,
+                    "fitness": fail_value,
+                    "metrics": {},
+                    "arrays": {},
+                    "attempts": attempt + 1,
+                    "finished_at": time.time(),
+                    "error": f"[{result.get('reason', 'error')}] {result.get('error', '')}",
+                }
+            )
+            progress.failed += 1
+
+    try:
+        submit_more()
+        while in_flight:
+            if should_stop is not None and should_stop():
+                raise Interrupted(f"generation {generation}: interrupted")
+            for fut in _finished_some(finished, timeout=0.2):
+                chunk = in_flight.pop(fut)
+                try:
+                    results = fut.result()
+                except Exception as exc:  # a lost worker (KilledWorker), a cancelled task, ...
+                    results = [
+                        {
+                            "individual": i,
+                            "ok": False,
+                            "reason": "worker",
+                            "error": f"{type(exc).__name__}: {exc}",
+                            "runtime": math.nan,
+                        }
+                        for i, _ in chunk
+                    ]
+                for (i, attempt), result in zip(chunk, results, strict=True):
+                    record(i, attempt, result)
+            submit_more()
+            if buffer and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
+                store.write_results(generation, buffer)
+                buffer.clear()
+                last_flush = time.monotonic()
+            if on_progress is not None:
+                on_progress(progress)
+    finally:
+        for fut in in_flight:
+            fut.cancel()
+        if buffer:
+            store.write_results(generation, buffer)
+            buffer.clear()
+    progress.running = 0
+    if on_progress is not None:
+        on_progress(progress)
+    return progress
+
+
+def _finished_some(finished: queue_module.Queue, timeout: float) -> list[Any]:
+    """Futures finished so far, waiting up to ``timeout`` for the first (never forever)."""
+    try:
+        out = [finished.get(timeout=timeout)]
+    except queue_module.Empty:
+        return []
+    while True:
+        try:
+            out.append(finished.get_nowait())
+        except queue_module.Empty:
+            return out
+
+
+def _worker_count(client: Any) -> int:
+    try:
+        return len(client.scheduler_info(n_workers=-1).get("workers", {}))
+    except TypeError:  # older distributed
+        return len(client.scheduler_info().get("workers", {}))
+
+
+def _previous_runtimes(store: ResultStore, generation: int) -> list[float]:
+    """Runtimes measured so far (this generation, else the one before) to size chunks."""
+    for g in (generation, generation - 1):
+        if g < 0:
+            continue
+        rt = np.asarray(store.array("runtime")[g, :], dtype=np.float64)
+        rt = rt[np.isfinite(rt)]
+        if rt.size:
+            return rt.tolist()[-256:]
+    return []
+
+
+def _chunk_size(runtimes: list[float], remaining: int, workers: int) -> int:
+    """Individuals per task: about TARGET_CHUNK_S of work, but enough tasks for every worker."""
+    fair = max(1, math.ceil(remaining / (workers * CHUNKS_PER_WORKER)))
+    if not runtimes:
+        return min(fair, 4)
+    mean = max(float(np.mean(runtimes[-64:])), 1e-6)
+    return max(1, min(fair, int(TARGET_CHUNK_S / mean)))

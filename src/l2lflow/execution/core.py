@@ -1,0 +1,78 @@
+"""Worker pools: one Dask client per pool, started once per run and shared by all generations.
+
+A pool is a set of workers of one kind: ``cpu`` (NEST and plain Python optimizees) and ``gpu``
+(optimizees that declare ``needs_gpu``). Locally there is one LocalCluster; with Slurm each pool
+is its own dask-jobqueue ``SLURMCluster`` (its own scheduler), which keeps GPU jobs and CPU jobs
+apart by construction: a CPU evaluation is never sent to a GPU pool's scheduler at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("l2lflow.execution")
+
+
+@dataclass
+class WorkerPools:
+    """The clusters and clients of a run, by pool name."""
+
+    clusters: dict[str, Any] = field(default_factory=dict)
+    clients: dict[str, Any] = field(default_factory=dict)
+
+    def client_for(self, needs_gpu: bool):
+        """The client whose workers may run an evaluation (GPU work only on GPU workers)."""
+        name = "gpu" if needs_gpu else "cpu"
+        if name not in self.clients:
+            raise RuntimeError(
+                f"this optimizee needs a '{name}' worker pool, but the run has only: "
+                f"{', '.join(self.clients) or 'none'} (configure execution.pools.{name})"
+            )
+        return self.clients[name]
+
+    def worker_count(self, name: str) -> int:
+        client = self.clients[name]
+        return len(client.scheduler_info(n_workers=-1).get("workers", {}))
+
+    def close(self) -> None:
+        """Close every client and cluster; Slurm jobs are cancelled by their cluster."""
+        for client in self.clients.values():
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
+        for cluster in self.clusters.values():
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=10)
+        self.clients.clear()
+        self.clusters.clear()
+
+
+def start_pools(execution: dict[str, Any], *, local_directory: str | None = None) -> WorkerPools:
+    """Start the pools an execution config describes and connect a client to each."""
+    from distributed import Client
+
+    pools = WorkerPools()
+    try:
+        if execution.get("backend", "local") == "local":
+            from l2lflow.execution.local import start_local_cluster
+
+            cluster = start_local_cluster(execution, local_directory=local_directory)
+            pools.clusters["cpu"] = cluster
+            pools.clients["cpu"] = Client(cluster, set_as_default=False)
+        else:
+            from l2lflow.execution.slurm import slurm_cluster
+
+            for name, spec in execution["pools"].items():
+                cluster = slurm_cluster(spec, name=name, security=True)
+                cluster.adapt(
+                    minimum_jobs=int(spec.get("min_jobs", 0)),
+                    maximum_jobs=int(spec.get("max_jobs", 1)),
+                )
+                pools.clusters[name] = cluster
+                pools.clients[name] = Client(cluster, set_as_default=False)
+    except BaseException:
+        pools.close()
+        raise
+    return pools

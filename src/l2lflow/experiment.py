@@ -1,0 +1,238 @@
+"""One experiment's generation loop: ``sample`` → ``evaluate`` → ``aggregate`` per generation.
+
+Each step is idempotent and reads its inputs from the results store, so a run can be cut at any
+moment and resumed by running the missing steps again (Snakemake does this from its sentinel
+files; :meth:`Experiment.run` does it in one process). The optimizer's state after each
+generation is checkpointed in the store as plain JSON; an optimizer whose state is not plain
+data (CMA-ES) is restored by replaying the stored generations with the same seed. A warm engine
+keeps the optimizer in memory, so neither costs anything in an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from l2lflow import seeds
+from l2lflow.evaluation import Progress, evaluate_generation
+from l2lflow.optimizers.base import Optimizer, get_optimizer_class
+from l2lflow.runner import EvaluationSpec
+from l2lflow.space import ParameterSpace
+from l2lflow.store import DONE, PENDING, ResultStore, StoreError
+
+log = logging.getLogger("l2lflow.experiment")
+
+
+class StepError(RuntimeError):
+    """A step asked out of order (e.g. evaluate before sample)."""
+
+
+class Experiment:
+    """The steps of one experiment over its results store (one writer: this object)."""
+
+    def __init__(self, config: dict[str, Any], *, pools: Any = None) -> None:
+        self.config = config
+        self.results_dir = Path(config["results"])
+        self.space = ParameterSpace.from_config(config["space"])
+        self.store = ResultStore.open_or_create(self.results_dir, config)
+        self._pools = pools
+        self._owns_pools = False
+        self._optimizer: Optimizer | None = None
+        from l2lflow.optimizees.base import resolve_optimizee
+
+        self.optimizee = resolve_optimizee(config["optimizee"]["name"])
+        if self.optimizee.array_dims:
+            self.store.set_array_dims(self.optimizee.array_dims)
+
+    # ------------------------------------------------------------------ configuration
+    def update_config(self, config: dict[str, Any]) -> None:
+        """Accept a new config that only changes what may change (generations, execution)."""
+        if config != self.config:
+            self.store = ResultStore.open_or_create(Path(config["results"]), config)
+            self.config = config
+
+    @property
+    def generations(self) -> int:
+        return int(self.config["generations"])
+
+    def _new_optimizer(self) -> Optimizer:
+        cls = get_optimizer_class(self.config["optimizer"]["name"])
+        return cls(
+            dimension=self.space.dimension,
+            population_size=int(self.config["population_size"]),
+            seed=seeds.optimizer_seed(int(self.config["seed"])),
+            direction=self.config["direction"],
+            grid_points=self.space.grid_points,
+            **self.config["optimizer"].get("options", {}),
+        )
+
+    def _optimizer_before(self, generation: int) -> Optimizer:
+        """The optimizer ready to ask ``generation`` (told every generation before it)."""
+        opt = self._optimizer
+        if opt is not None and opt.generation == generation and opt._pending is None:
+            return opt
+        opt = self._new_optimizer()
+        if generation > 0:
+            ckpt = self.store.checkpoint(generation - 1)
+            if ckpt is None:
+                raise StepError(f"generation {generation - 1} is not aggregated yet")
+            state = ckpt.get("optimizer")
+            if state is not None:
+                opt.load_state_dict(state)
+            else:  # replay: ask and tell the stored generations again
+                for g in range(generation):
+                    x = opt.ask()
+                    opt.tell(x, self.store.fitness(g))
+        self._optimizer = opt
+        return opt
+
+    # ------------------------------------------------------------------ the three steps
+    def sample(self, generation: int) -> dict[str, Any]:
+        """Ask the optimizer for ``generation`` and store the individuals (status pending)."""
+        n = self.store.n_generations
+        if generation < n:
+            return {"generation": generation, "sampled": False}
+        if generation > n:
+            raise StepError(f"cannot sample generation {generation}: generation {n} comes first")
+        if self.store.n_aggregated() < generation:
+            raise StepError(
+                f"cannot sample generation {generation}: {generation - 1} not aggregated"
+            )
+        opt = self._optimizer_before(generation)
+        x = opt.ask()
+        values = self.space.decode(x)
+        pop = int(self.config["population_size"])
+        gen_seeds = seeds.evaluation_seeds(int(self.config["seed"]), generation, pop)
+        self.store.append_generation(generation, values, gen_seeds)
+        return {"generation": generation, "sampled": True}
+
+    def evaluation_spec(self) -> EvaluationSpec:
+        evaluation = self.config.get("evaluation", {})
+        return EvaluationSpec(
+            optimizee=self.config["optimizee"]["name"],
+            options=dict(self.config["optimizee"].get("options", {})),
+            fitness_key=self.config["optimizee"].get("fitness", "fitness"),
+            timeout_s=evaluation.get("timeout_s"),
+            threads=int(evaluation.get("threads", 1)),
+            experiment_seed=int(self.config["seed"]),
+            scratch_root=str((self.results_dir / "scratch").resolve()),
+            isolate=bool(evaluation.get("isolate", True)),
+        )
+
+    def pools(self):
+        if self._pools is None:
+            from l2lflow.execution import start_pools
+
+            (self.results_dir / "dask").mkdir(parents=True, exist_ok=True)
+            self._pools = start_pools(
+                self.config.get("execution", {}),
+                local_directory=str(self.results_dir / "dask"),
+            )
+            self._owns_pools = True
+        return self._pools
+
+    def evaluate(
+        self,
+        generation: int,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Evaluate the pending individuals of ``generation`` on the worker pool."""
+        if generation >= self.store.n_generations:
+            raise StepError(f"cannot evaluate generation {generation}: it is not sampled yet")
+        if not np.any(self.store.status(generation) == PENDING):
+            return {"generation": generation, "evaluated": 0}
+        client = self.pools().client_for(self.optimizee.needs_gpu)
+        progress = evaluate_generation(
+            client,
+            self.store,
+            generation,
+            self.evaluation_spec(),
+            self.config,
+            task_seed=seeds.task_seed(int(self.config["seed"]), generation),
+            on_progress=on_progress,
+            should_stop=should_stop,
+            resources={"GPU": 1} if self.optimizee.needs_gpu else None,
+        )
+        return {"generation": generation, **progress.as_dict()}
+
+    def aggregate(self, generation: int) -> dict[str, Any]:
+        """Tell the optimizer the generation's fitness and checkpoint its state in the store."""
+        if generation >= self.store.n_generations:
+            raise StepError(f"cannot aggregate generation {generation}: it is not sampled yet")
+        status = self.store.status(generation)
+        if np.any(status == PENDING):
+            raise StepError(
+                f"cannot aggregate generation {generation}: "
+                f"{int(np.sum(status == PENDING))} individuals are not evaluated yet"
+            )
+        if self.store.n_aggregated() > generation:
+            if self.store.checkpoint(generation) is not None:
+                return {"generation": generation, **self.store.checkpoint(generation)["summary"]}
+        opt = self._optimizer
+        if opt is not None and opt.generation == generation and opt._pending is not None:
+            x = opt._pending.copy()  # warm: the ask of this generation's sample step
+        else:
+            opt = self._optimizer_before(generation)
+            x = opt.ask()
+        stored = self.store.parameters(generation)
+        asked = self.space.decode(x)
+        for name in self.space.names:
+            if not np.array_equal(asked[name], stored[name]):
+                raise StoreError(
+                    f"{self.store.path}: the parameters stored for generation {generation} "
+                    f"({name}) differ from what the optimizer proposes again: the store was "
+                    "modified or the optimizer is not deterministic"
+                )
+        fitness = self.store.fitness(generation)
+        opt.tell(x, fitness)
+        summary = summarise(fitness, status, self.config["direction"])
+        self.store.save_checkpoint(generation, opt.state_dict(), summary)
+        return {"generation": generation, **summary}
+
+    # ------------------------------------------------------------------ all in one process
+    def run(self, *, on_progress: Callable[[Progress], None] | None = None) -> None:
+        """Run every missing step up to ``generations`` (resumes where the store stands)."""
+        try:
+            for g in range(self.store.n_aggregated(), self.generations):
+                self.sample(g)
+                self.evaluate(g, on_progress=on_progress)
+                self.aggregate(g)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._owns_pools and self._pools is not None:
+            self._pools.close()
+            self._pools = None
+            self._owns_pools = False
+
+
+def summarise(fitness: np.ndarray, status: np.ndarray, direction: str) -> dict[str, Any]:
+    """Best/mean/worst fitness of the successful evaluations of one generation."""
+    ok = fitness[(status == DONE) & np.isfinite(fitness)]
+    out: dict[str, Any] = {
+        "n_done": int(np.sum(status == DONE)),
+        "n_failed": int(np.sum(status != DONE)),
+    }
+    if ok.size:
+        best = ok.min() if direction == "minimize" else ok.max()
+        best_i = int(np.flatnonzero(fitness == best)[0])
+        out.update(
+            best_fitness=float(best),
+            best_individual=best_i,
+            mean_fitness=float(ok.mean()),
+            median_fitness=float(np.median(ok)),
+        )
+    else:
+        out.update(best_fitness=None, best_individual=None, mean_fitness=None, median_fitness=None)
+    for k, v in list(out.items()):
+        if isinstance(v, float) and not math.isfinite(v):
+            out[k] = None
+    return out

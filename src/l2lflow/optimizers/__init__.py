@@ -1,0 +1,29 @@
+"""Outer-loop optimizers: importing this package registers every one of them by name."""
+
+from l2lflow.optimizers import (  # noqa: F401  (each module registers its optimizer)
+    cmaes,
+    cross_entropy,
+    evolution_strategies,
+    genetic,
+    grid_search,
+    random_search,
+)
+from l2lflow.optimizers.base import (
+    REGISTRY,
+    Optimizer,
+    OptimizerError,
+    as_array,
+    get_optimizer_class,
+    register,
+    replay,
+)
+
+__all__ = [
+    "REGISTRY",
+    "Optimizer",
+    "OptimizerError",
+    "as_array",
+    "get_optimizer_class",
+    "register",
+    "replay",
+]

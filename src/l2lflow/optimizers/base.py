@@ -1,0 +1,246 @@
+"""The ask/tell contract every outer-loop optimizer follows.
+
+Modelled on pycma's ``OOOptimizer`` and Nevergrad: the public :meth:`Optimizer.ask` and
+:meth:`Optimizer.tell` do the bookkeeping that every optimizer needs (shape checks, clipping to
+the unit box, turning maximisation and NaN into a loss to minimise, the RNG), and subclasses only
+write the private ``_ask`` / ``_tell`` / ``_get_state`` / ``_set_state`` hooks.
+
+Every optimizer works in the unit box ``[0, 1]^d``; :class:`l2lflow.space.ParameterSpace` maps
+that box to the user's parameters (bounds, log scale, integers, choices). Its state is plain data
+(JSON-able dicts, lists, numbers) so that a results store never holds a pickle. An optimizer that
+cannot express its state as plain data returns ``None`` from :meth:`Optimizer.state_dict`, and
+the experiment restores it by *replay*: a fresh optimizer with the same seed is asked and told
+the generations recorded in the store again (:func:`replay`).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import numpy as np
+
+#: name -> optimizer class; filled by :func:`register`.
+REGISTRY: dict[str, type[Optimizer]] = {}
+
+
+def register(cls: type[Optimizer]) -> type[Optimizer]:
+    """Class decorator: make an optimizer available by its ``name`` in experiment configs."""
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"optimizer name {cls.name!r} is registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+class OptimizerError(ValueError):
+    """A wrong optimizer option or a broken ask/tell sequence."""
+
+
+class Optimizer(ABC):
+    """Base class of all outer-loop optimizers.
+
+    Parameters
+    ----------
+    dimension:
+        Number of parameters (the unit box's dimension).
+    population_size:
+        Individuals per generation; :meth:`ask` returns exactly this many rows.
+    seed:
+        Seed of the optimizer's own random generator (derived from the experiment seed).
+    direction:
+        ``"minimize"`` or ``"maximize"`` the fitness.
+    grid_points:
+        Per dimension, how many distinct values that parameter has (``None`` for continuous).
+        Grid search uses it; other optimizers may ignore it.
+    options:
+        The optimizer's own options from the config (``optimizer.options``).
+    """
+
+    name: ClassVar[str] = ""
+    #: option name -> default; unknown options are rejected with the list of allowed ones.
+    default_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        dimension: int,
+        population_size: int,
+        seed: int,
+        direction: str = "minimize",
+        grid_points: list[int | None] | None = None,
+        **options: Any,
+    ) -> None:
+        if dimension < 1:
+            raise OptimizerError("the parameter space needs at least one parameter")
+        if population_size < 1:
+            raise OptimizerError("population_size must be >= 1")
+        if direction not in ("minimize", "maximize"):
+            raise OptimizerError(f"direction must be 'minimize' or 'maximize', not {direction!r}")
+        unknown = sorted(set(options) - set(self.default_options))
+        if unknown:
+            allowed = ", ".join(sorted(self.default_options)) or "none"
+            raise OptimizerError(
+                f"optimizer.options.{unknown[0]}: unknown option of {self.name!r} (allowed: {allowed})"
+            )
+        self.dimension = int(dimension)
+        self.population_size = int(population_size)
+        self.seed = int(seed)
+        self.direction = direction
+        self.grid_points = list(grid_points) if grid_points is not None else [None] * dimension
+        self.options = {**self.default_options, **options}
+        self.rng = np.random.Generator(np.random.PCG64(self.seed))
+        #: generations told so far
+        self.generation = 0
+        self._pending: np.ndarray | None = None
+        self._setup()
+
+    # ------------------------------------------------------------------ public contract
+    def ask(self) -> np.ndarray:
+        """Propose the next generation: an array ``(population_size, dimension)`` in ``[0, 1]``."""
+        if self._pending is not None:
+            raise OptimizerError("ask() called twice without tell()")
+        x = np.asarray(self._ask(), dtype=np.float64)
+        if x.shape != (self.population_size, self.dimension):
+            raise OptimizerError(
+                f"{self.name}._ask returned shape {x.shape}, "
+                f"expected {(self.population_size, self.dimension)}"
+            )
+        if not np.all(np.isfinite(x)):
+            # np.clip keeps NaN: it would reach the evaluations and make tell() unmatchable
+            raise OptimizerError(f"{self.name}._ask returned non-finite values")
+        x = np.clip(x, 0.0, 1.0)
+        self._pending = x
+        return x.copy()
+
+    def tell(self, x: np.ndarray, fitness: Iterable[float]) -> None:
+        """Report the fitness of the individuals from the last :meth:`ask`.
+
+        NaN and infinite fitness are treated as the worst possible value.
+        """
+        if self._pending is None:
+            raise OptimizerError("tell() called without ask()")
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != self._pending.shape or not np.array_equal(x, self._pending):
+            raise OptimizerError("tell() got other individuals than the last ask() returned")
+        f = np.asarray(list(fitness), dtype=np.float64)
+        if f.shape != (self.population_size,):
+            raise OptimizerError(
+                f"tell() needs {self.population_size} fitness values, got {f.shape}"
+            )
+        loss = f if self.direction == "minimize" else -f
+        loss = np.where(np.isfinite(loss), loss, np.inf)
+        self._tell(x, loss)
+        self._pending = None
+        self.generation += 1
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The whole state as plain data, or ``None`` if this optimizer restores by replay."""
+        own = self._get_state()
+        if own is None:
+            return None
+        return {
+            "name": self.name,
+            "generation": self.generation,
+            "rng": _plain(self.rng.bit_generator.state),
+            "pending": None if self._pending is None else self._pending.tolist(),
+            "state": _plain(own),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (on an optimizer built with the same arguments)."""
+        if state.get("name") != self.name:
+            raise OptimizerError(
+                f"checkpoint is of optimizer {state.get('name')!r}, not {self.name!r}"
+            )
+        self.generation = int(state["generation"])
+        self.rng.bit_generator.state = state["rng"]
+        pending = state.get("pending")
+        self._pending = None if pending is None else np.asarray(pending, dtype=np.float64)
+        self._set_state(state["state"])
+
+    @property
+    def best(self) -> tuple[np.ndarray, float] | None:
+        """The best point told so far and its loss, if the optimizer keeps track of it."""
+        return None
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def _setup(self) -> None:  # noqa: B027  (optional hook)
+        """Initialise internal state (called at the end of ``__init__``)."""
+
+    @abstractmethod
+    def _ask(self) -> np.ndarray:
+        """Return ``(population_size, dimension)`` points; values outside [0, 1] are clipped."""
+
+    @abstractmethod
+    def _tell(self, x: np.ndarray, loss: np.ndarray) -> None:
+        """Update from the asked points and their loss (lower is better; inf is worst)."""
+
+    def _get_state(self) -> dict[str, Any] | None:
+        """Internal state as plain data; ``None`` means: restore by replay."""
+        return {}
+
+    def _set_state(self, state: dict[str, Any]) -> None:  # noqa: B027  (optional hook)
+        """Inverse of :meth:`_get_state`."""
+
+
+def _plain(value: Any) -> Any:
+    """Turn numpy containers and scalars into JSON-able Python values (exactly, floats by repr)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON has no inf/nan; keep them as strings that float() reads back
+        return repr(value)
+    return value
+
+
+def as_array(value: Any) -> np.ndarray:
+    """Read back an array saved by :func:`_plain` (``'inf'``/``'nan'`` strings included)."""
+    return np.asarray(_unplain(value), dtype=np.float64)
+
+
+def _unplain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_unplain(v) for v in value]
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value
+
+
+def replay(
+    make: Callable[[], Optimizer], fitness_history: Iterable[np.ndarray], until: int | None = None
+) -> Optimizer:
+    """Rebuild an optimizer by asking and telling the recorded generations again.
+
+    ``fitness_history[g]`` is the fitness told at generation ``g`` (as stored, failure fitness
+    included). Because the optimizer's randomness comes only from its seeded generator, the
+    replayed optimizer is in exactly the state of the original one.
+    """
+    opt = make()
+    for g, fitness in enumerate(fitness_history):
+        if until is not None and g >= until:
+            break
+        x = opt.ask()
+        opt.tell(x, fitness)
+    return opt
+
+
+def get_optimizer_class(name: str) -> type[Optimizer]:
+    """Look an optimizer up by name, with the list of known names in the error."""
+    from l2lflow import optimizers  # noqa: F401  (fills the registry)
+
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise OptimizerError(
+            f"optimizer.name: unknown optimizer {name!r} (known: {known})"
+        ) from None

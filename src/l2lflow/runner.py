@@ -1,0 +1,341 @@
+"""Runs evaluations on a worker, each inside a long-lived *sandbox* process.
+
+Why a sandbox: an optimizee may raise, return NaN, hang in C code, or kill its process
+(``os.abort()``, a segfault in a simulator). The Dask worker thread only talks to the sandbox
+over a pipe and waits with a timeout, so it can kill a hung evaluation, notice a crashed one,
+and record either as a failed evaluation with its reason, while the worker itself stays alive
+and keeps heartbeating. The sandbox lives as long as its worker (NEST is imported once per
+worker, not once per evaluation), is restarted after a crash or timeout, and dies with its
+worker (``PR_SET_PDEATHSIG``), so it can never be orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+DONE, FAILED = 1, 2
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """What every evaluation of an experiment shares (sent with each chunk; small and picklable)."""
+
+    optimizee: str
+    options: dict[str, Any] = field(default_factory=dict)
+    fitness_key: str = "fitness"
+    timeout_s: float | None = None
+    threads: int = 1
+    experiment_seed: int = 0
+    scratch_root: str | None = None
+    #: run in a sandbox process (timeouts and crash isolation); False runs in the worker itself
+    isolate: bool = True
+
+
+# ---------------------------------------------------------------------------- one evaluation
+_RESOLVED: dict[str, Any] = {}
+
+
+def _optimizee(ref: str):
+    if ref not in _RESOLVED:
+        from l2lflow.optimizees.base import resolve_optimizee
+
+        _RESOLVED[ref] = resolve_optimizee(ref)
+    return _RESOLVED[ref]
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _failure(
+    item: Mapping[str, Any], reason: str, error: str, runtime: float, log: str = ""
+) -> dict:
+    return {
+        "individual": item["individual"],
+        "ok": False,
+        "reason": reason,
+        "error": error,
+        "log": log,
+        "runtime": runtime,
+        "fitness": math.nan,
+        "metrics": {},
+        "arrays": {},
+    }
+
+
+def _normalise(
+    value: Any, fitness_key: str
+) -> tuple[float, dict[str, float], dict[str, np.ndarray]]:
+    """Turn an optimizee's return value into (fitness, scalar metrics, arrays)."""
+    metrics: dict[str, float] = {}
+    arrays: dict[str, np.ndarray] = {}
+    if isinstance(value, Mapping):
+        for key, v in value.items():
+            if isinstance(v, (str, bytes)) or v is None:
+                raise TypeError(f"result {key!r} is {type(v).__name__}, expected a number or array")
+            arr = np.asarray(v)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"result {key!r} has dtype {arr.dtype}, expected numbers")
+            if arr.ndim == 0:
+                metrics[str(key)] = float(arr)
+            else:
+                arrays[str(key)] = arr.astype(np.float64) if arr.dtype.kind != "b" else arr
+        if fitness_key not in metrics:
+            raise KeyError(
+                f"the optimizee returned no scalar {fitness_key!r} "
+                f"(returned: {', '.join(map(str, value)) or 'nothing'}); "
+                "set optimizee.fitness to the metric to optimise"
+            )
+        fitness = metrics.pop(fitness_key)
+    else:
+        if isinstance(value, (str, bytes)) or value is None:
+            raise TypeError(
+                f"the optimizee returned {type(value).__name__}, expected a number or dict"
+            )
+        fitness = float(value)
+    return fitness, metrics, arrays
+
+
+def run_one(spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
+    """Evaluate one individual in this process and return a plain result dict (never raises)."""
+    from l2lflow.optimizees.base import EvaluationContext
+
+    handler = _ListHandler()
+    log = logging.getLogger(f"l2lflow.evaluation.g{item['generation']}.i{item['individual']}")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    start = time.perf_counter()
+    try:
+        optimizee = _optimizee(spec.optimizee)
+        context = EvaluationContext(
+            generation=int(item["generation"]),
+            individual=int(item["individual"]),
+            seed=int(item["seed"]),
+            attempt=int(item.get("attempt", 0)),
+            threads=spec.threads,
+            scratch_root=spec.scratch_root,
+            experiment_seed=spec.experiment_seed,
+            task_seed=int(item.get("task_seed", 0)),
+            phase=str(item.get("phase", "optimize")),
+            log=log,
+        )
+        kwargs = dict(spec.options)
+        if optimizee.accepts_context:
+            kwargs["context"] = context
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = optimizee.function(dict(item["params"]), int(item["seed"]), **kwargs)
+        for w in caught:
+            handler.lines.append(f"WARNING {w.category.__name__}: {w.message}")
+        fitness, metrics, arrays = _normalise(value, spec.fitness_key)
+        runtime = time.perf_counter() - start
+        if not math.isfinite(fitness):
+            return _failure(
+                item, "nonfinite", f"fitness is {fitness!r}", runtime, "\n".join(handler.lines)
+            )
+        return {
+            "individual": item["individual"],
+            "ok": True,
+            "fitness": fitness,
+            "metrics": metrics,
+            "arrays": arrays,
+            "runtime": runtime,
+            "error": "",
+            "log": "\n".join(handler.lines),
+        }
+    except BaseException as exc:  # noqa: BLE001 - everything becomes a failed evaluation
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return _failure(
+            item,
+            "exception",
+            "".join(traceback.format_exception(exc)),
+            time.perf_counter() - start,
+            "\n".join(handler.lines),
+        )
+    finally:
+        log.removeHandler(handler)
+
+
+# ---------------------------------------------------------------------------- the sandbox
+def _set_parent_death_signal() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no orphans, even mid-C-call)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _sandbox_main() -> None:
+    """Entry point of the sandbox process: evaluate what arrives on stdin, answer on stdout."""
+    _set_parent_death_signal()
+    fd_in, fd_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # an optimizee's prints go to the worker's log, not into the protocol
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
+    receive, send = Connection(fd_in, writable=False), Connection(fd_out, readable=False)
+    if os.getppid() == 1:
+        return
+    while True:
+        try:
+            spec, item = receive.recv()
+        except (EOFError, OSError):
+            return
+        send.send(run_one(spec, item))
+
+
+class Sandbox:
+    """A child process that evaluates one individual at a time (see module docstring)."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        env.setdefault("PYNEST_QUIET", "1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from l2lflow.runner import _sandbox_main; _sandbox_main()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._send = Connection(os.dup(self.process.stdin.fileno()), readable=False)
+        self._receive = Connection(os.dup(self.process.stdout.fileno()), writable=False)
+        self.process.stdin.close()
+        self.process.stdout.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def evaluate(self, spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        try:
+            self._send.send((spec, dict(item)))
+        except (BrokenPipeError, OSError):
+            return self._crashed(item, start)
+        timeout = spec.timeout_s
+        if not self._receive.poll(timeout):
+            self.kill()
+            return _failure(
+                item,
+                "timeout",
+                f"TimeoutError: the evaluation ran longer than evaluation.timeout_s={timeout} s "
+                "and was killed",
+                time.perf_counter() - start,
+            )
+        try:
+            return self._receive.recv()
+        except (EOFError, OSError):
+            return self._crashed(item, start)
+
+    def _crashed(self, item: Mapping[str, Any], start: float) -> dict[str, Any]:
+        code = self.process.wait()
+        if code < 0:
+            try:
+                what = f"signal {-code} ({signal.Signals(-code).name})"
+            except ValueError:
+                what = f"signal {-code}"
+        else:
+            what = f"exit code {code}"
+        return _failure(
+            item,
+            "crash",
+            f"ProcessCrash: the evaluation's process died with {what}",
+            time.perf_counter() - start,
+        )
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        self.process.wait()
+        for conn in (self._send, self._receive):
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+_SANDBOX: Sandbox | None = None
+_SANDBOX_LOCK = threading.Lock()
+
+
+def _sandbox() -> Sandbox:
+    global _SANDBOX
+    if _SANDBOX is None or not _SANDBOX.alive:
+        _SANDBOX = Sandbox()
+    return _SANDBOX
+
+
+def worker_identity() -> str:
+    """Where an evaluation ran: Dask worker name, Slurm job id and host."""
+    parts = []
+    try:
+        from distributed import get_worker
+
+        parts.append(f"worker={get_worker().name}")
+    except Exception:  # noqa: BLE001 - not inside a Dask worker
+        parts.append(f"pid={os.getpid()}")
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        parts.append(f"slurm_job={job}")
+        if os.environ.get("SLURM_JOB_PARTITION"):
+            parts.append(f"partition={os.environ['SLURM_JOB_PARTITION']}")
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        parts.append(f"gpu={os.environ['CUDA_VISIBLE_DEVICES']}")
+    parts.append(f"host={socket.gethostname()}")
+    return " ".join(parts)
+
+
+def evaluate_chunk(spec: EvaluationSpec, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Dask task: evaluate a few individuals one after the other (never raises for them)."""
+    where = worker_identity()
+    results = []
+    for item in items:
+        if spec.isolate:
+            with _SANDBOX_LOCK:  # one evaluation per sandbox at a time
+                result = _sandbox().evaluate(spec, item)
+                if not result["ok"] and result["reason"] in ("timeout", "crash"):
+                    _sandbox_reset()
+        else:
+            result = run_one(spec, item)
+        result["worker"] = where
+        results.append(result)
+    return results
+
+
+def _sandbox_reset() -> None:
+    global _SANDBOX
+    if _SANDBOX is not None:
+        _SANDBOX.kill()
+    _SANDBOX = None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _sandbox_main()

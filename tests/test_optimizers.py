@@ -1,0 +1,323 @@
+"""Conformance suite for every registered optimizer (in the spirit of Optuna's sampler tests).
+
+Every test is parametrised over ``REGISTRY``, so a new optimizer is tested as soon as it is
+registered; it only has to add a row to ``QUALITY`` (and to ``SEED_INDEPENDENT`` if it draws no
+random numbers).
+
+``QUALITY`` is the published table: the best fitness (over all evaluations) that each optimizer
+must reach within its budget, on *every* seed in ``QUALITY_SEEDS``. The functions are the shifted
+sphere and the shifted Rastrigin in d=5: ``x`` in the unit box maps to ``z = -5.12 + 10.24 x``
+and the optimum sits at ``z = SHIFT``, away from the box centre where most optimizers start
+(an unshifted optimum at the starting mean would make the test meaningless). Both have
+minimum 0. Thresholds leave a margin over the worst value seen on seeds 0-9.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytest
+
+from l2lflow.optimizers import (
+    REGISTRY,
+    Optimizer,
+    OptimizerError,
+    get_optimizer_class,
+    replay,
+)
+
+
+class Quality(NamedTuple):
+    generations: int
+    population: int
+    threshold: float
+
+
+# optimizer -> function -> budget and threshold (best fitness reached, lower is better)
+QUALITY: dict[str, dict[str, Quality]] = {
+    "random": {"sphere": Quality(30, 32, 10.0), "rastrigin": Quality(30, 32, 45.0)},
+    # the first 960 points of the 5^5 grid in product order: deterministic value 16.2 / 57.9
+    "grid": {"sphere": Quality(30, 32, 20.0), "rastrigin": Quality(30, 32, 65.0)},
+    "ga": {"sphere": Quality(30, 32, 0.1), "rastrigin": Quality(30, 32, 15.0)},
+    "cross_entropy": {"sphere": Quality(30, 32, 0.01), "rastrigin": Quality(30, 32, 15.0)},
+    "es": {"sphere": Quality(30, 32, 0.5), "rastrigin": Quality(30, 32, 25.0)},
+    "cmaes": {"sphere": Quality(30, 32, 0.1), "rastrigin": Quality(30, 32, 30.0)},
+}
+QUALITY_SEEDS = (0, 1, 2)
+QUALITY_DIMENSION = 5
+SHIFT = np.array([1.7, -2.6, 3.1, -0.9, 2.3])
+
+#: optimizers whose asks do not depend on the seed
+SEED_INDEPENDENT = {"grid"}
+
+NAMES = sorted(REGISTRY)
+DIM = 3
+POP = 6
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    return -5.12 + 10.24 * x - SHIFT[: x.shape[1]]
+
+
+def sphere(x: np.ndarray) -> np.ndarray:
+    return np.sum(_z(x) ** 2, axis=1)
+
+
+def rastrigin(x: np.ndarray) -> np.ndarray:
+    z = _z(x)
+    return 10.0 * z.shape[1] + np.sum(z**2 - 10.0 * np.cos(2.0 * np.pi * z), axis=1)
+
+
+FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sphere": sphere,
+    "rastrigin": rastrigin,
+}
+
+
+#: non-default options whose code paths the defaults do not reach
+VARIANTS: list[tuple[str, dict[str, Any]]] = [
+    ("cross_entropy", {"full_covariance": True}),
+    ("ga", {"n_elite": 0, "crossover_probability": 1.0}),
+    ("grid", {"points_per_dimension": 2}),
+]
+
+
+def make(
+    name: str,
+    seed: int = 0,
+    dim: int = DIM,
+    pop: int = POP,
+    direction: str = "minimize",
+    **options: Any,
+) -> Optimizer:
+    return get_optimizer_class(name)(dim, pop, seed, direction=direction, **options)
+
+
+def run(
+    opt: Optimizer, generations: int, f: Callable[[np.ndarray], np.ndarray] = sphere
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Ask and tell ``generations`` times; return the asks and the fitness told."""
+    asks, fits = [], []
+    for _ in range(generations):
+        x = opt.ask()
+        fx = f(x)
+        opt.tell(x, fx)
+        asks.append(x)
+        fits.append(fx)
+    return asks, fits
+
+
+def restore(name: str, opt: Optimizer, fits: list[np.ndarray], **options: Any) -> Optimizer:
+    """A fresh optimizer in ``opt``'s state: from its JSON checkpoint, else by replay."""
+    state = opt.state_dict()
+    if state is None:
+        return replay(lambda: make(name, **options), fits)
+    fresh = make(name, **options)
+    fresh.load_state_dict(json.loads(json.dumps(state, allow_nan=False)))
+    return fresh
+
+
+# ---------------------------------------------------------------------- 1. reproducibility
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_asks(name: str) -> None:
+    a, _ = run(make(name, seed=7), 6)
+    b_opt = make(name, seed=7)
+    b = []
+    for _ in range(6):
+        np.random.rand(3)  # numpy's global generator must play no part
+        x = b_opt.ask()
+        b_opt.tell(x, sphere(x))
+        b.append(x)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_different_seed_different_asks(name: str) -> None:
+    a, _ = run(make(name, seed=1), 3)
+    b, _ = run(make(name, seed=2), 3)
+    same = all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+    assert same == (name in SEED_INDEPENDENT)
+
+
+# ---------------------------------------------------------------------- 2. checkpoints
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("k", [0, 1, 4])
+def test_checkpoint_between_generations(name: str, k: int) -> None:
+    full, _ = run(make(name), 8)
+    opt = make(name)
+    _, fits = run(opt, k)
+    continued, _ = run(restore(name, opt, fits), 8 - k)
+    assert all(np.array_equal(u, v) for u, v in zip(full[k:], continued, strict=True))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_checkpoint_between_ask_and_tell(name: str) -> None:
+    full, _ = run(make(name), 6)
+    opt = make(name)
+    run(opt, 2)
+    x = opt.ask()
+    state = opt.state_dict()
+    if state is None:
+        pytest.skip(f"{name} restores by replay, which starts from a told generation")
+    fresh = make(name)
+    fresh.load_state_dict(json.loads(json.dumps(state, allow_nan=False)))
+    with pytest.raises(OptimizerError):
+        fresh.ask()  # the restored ask is still pending
+    fresh.tell(x, sphere(x))
+    continued, _ = run(fresh, 3)
+    assert np.array_equal(x, full[2])
+    assert all(np.array_equal(u, v) for u, v in zip(full[3:], continued, strict=True))
+
+
+@pytest.mark.parametrize(("name", "options"), VARIANTS)
+def test_option_variants_checkpoint_and_failures(name: str, options: dict[str, Any]) -> None:
+    full, _ = run(make(name, **options), 8)
+    opt = make(name, **options)
+    _, fits = run(opt, 3)
+    continued, _ = run(restore(name, opt, fits, **options), 5)
+    assert all(np.array_equal(u, v) for u, v in zip(full[3:], continued, strict=True))
+    for _ in range(3):
+        x = opt.ask()
+        opt.tell(x, np.where(np.arange(POP) % 2, np.nan, sphere(x)))
+    assert np.all(np.isfinite(opt.ask()))
+
+
+# ---------------------------------------------------------------------- 3. shape and box
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("pop", [1, 2, 3, 7, 16])
+@pytest.mark.parametrize("dim", [1, 4])
+def test_asks_in_box_with_right_shape(name: str, pop: int, dim: int) -> None:
+    try:
+        opt = make(name, dim=dim, pop=pop)
+    except OptimizerError as err:
+        assert "population_size" in str(err)  # an honest refusal says why
+        return
+    noise = np.random.default_rng(0)
+    for g in range(12):
+        x = opt.ask()
+        assert x.shape == (pop, dim) and x.dtype == np.float64
+        assert np.all((x >= 0.0) & (x <= 1.0))
+        # push towards a corner for a while (boundary handling), then random fitness
+        fx = -x.sum(axis=1) if g < 8 else noise.standard_normal(pop)
+        opt.tell(x, fx)
+
+
+# ---------------------------------------------------------------------- 4. failures
+@pytest.mark.parametrize("name", NAMES)
+def test_nan_and_inf_fitness(name: str) -> None:
+    opt = make(name, pop=8)
+    bad = [np.nan, np.inf, -np.inf]
+    for g in range(8):
+        x = opt.ask()
+        assert np.all(np.isfinite(x)) and np.all((x >= 0.0) & (x <= 1.0))
+        fx = sphere(x)
+        if g == 2:
+            fx[:] = np.nan  # a whole generation failed
+        elif g == 3:
+            fx[:] = np.inf
+        else:
+            fx[:3] = bad  # some individuals failed
+        opt.tell(x, fx)
+        state = opt.state_dict()
+        if state is not None:
+            json.dumps(state, allow_nan=False)
+    assert np.all(np.isfinite(opt.ask()))
+
+
+# ---------------------------------------------------------------------- 5. direction
+@pytest.mark.parametrize("name", NAMES)
+def test_maximize_is_minimize_of_negative(name: str) -> None:
+    lo = make(name, seed=3, pop=8)
+    hi = make(name, seed=3, pop=8, direction="maximize")
+    lo_asks, lo_fits = run(lo, 10, sphere)
+    hi_asks, hi_fits = run(hi, 10, lambda x: -sphere(x))
+    assert all(np.array_equal(u, v) for u, v in zip(lo_asks, hi_asks, strict=True))
+    assert min(f.min() for f in lo_fits) == -max(f.max() for f in hi_fits)
+
+
+# ---------------------------------------------------------------------- 6. quality
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_quality(name: str, function: str) -> None:
+    if name not in QUALITY or function not in QUALITY[name]:
+        pytest.fail(f"add {name!r} / {function!r} to the QUALITY table of {__file__}")
+    q = QUALITY[name][function]
+    f = FUNCTIONS[function]
+    for seed in QUALITY_SEEDS:
+        opt = get_optimizer_class(name)(QUALITY_DIMENSION, q.population, seed)
+        _, fits = run(opt, q.generations, f)
+        reached = min(float(fx.min()) for fx in fits)
+        assert reached <= q.threshold, f"{name} on {function}, seed {seed}: {reached:.4g}"
+
+
+# ---------------------------------------------------------------------- 7. configuration
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_option_names_allowed_ones(name: str) -> None:
+    cls = get_optimizer_class(name)
+    with pytest.raises(OptimizerError) as err:
+        cls(DIM, POP, 0, no_such_option=1)
+    msg = str(err.value)
+    assert "no_such_option" in msg
+    assert all(option in msg for option in cls.default_options) or "none" in msg
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_under_its_name(name: str) -> None:
+    assert REGISTRY[name].name == name
+    make(name)  # the default options are valid
+
+
+def test_unknown_optimizer_lists_known_ones() -> None:
+    with pytest.raises(OptimizerError) as err:
+        get_optimizer_class("nope")
+    assert "nope" in str(err.value)
+    assert all(name in str(err.value) for name in NAMES)
+
+
+# ---------------------------------------------------------------------- 8. plain state
+@pytest.mark.parametrize("name", NAMES)
+def test_state_is_strict_json(name: str) -> None:
+    opt = make(name)
+    for _ in range(3):
+        state = opt.state_dict()
+        if state is None:
+            pytest.skip(f"{name} restores by replay")
+        json.dumps(state, allow_nan=False)
+        x = opt.ask()
+        json.dumps(opt.state_dict(), allow_nan=False)
+        opt.tell(x, np.full(POP, np.inf))
+
+
+# ---------------------------------------------------------------------- misuse
+@pytest.mark.parametrize("name", NAMES)
+def test_misuse_raises(name: str) -> None:
+    opt = make(name)
+    with pytest.raises(OptimizerError):
+        opt.tell(np.full((POP, DIM), 0.5), np.zeros(POP))  # no ask yet
+    x = opt.ask()
+    with pytest.raises(OptimizerError):
+        opt.ask()  # twice
+    other = x.copy()
+    other[0, 0] = 1.0 - other[0, 0] if other[0, 0] != 0.5 else 0.25
+    with pytest.raises(OptimizerError):
+        opt.tell(other, np.zeros(POP))  # other individuals
+    with pytest.raises(OptimizerError):
+        opt.tell(x[:-1], np.zeros(POP - 1))  # wrong shape
+    with pytest.raises(OptimizerError):
+        opt.tell(x, np.zeros(POP + 1))  # wrong number of fitness values
+    opt.tell(x, np.zeros(POP))  # the right call still works after the wrong ones
+    assert opt.generation == 1
+
+
+# ---------------------------------------------------------------------- grid specifics
+def test_grid_walks_the_whole_grid_then_wraps() -> None:
+    opt = get_optimizer_class("grid")(2, 4, 0, grid_points=[3, None], points_per_dimension=2)
+    asks, _ = run(opt, 2)
+    points = np.vstack(asks)[:6]
+    expected = [((i + 0.5) / 3, (j + 0.5) / 2) for i in range(3) for j in range(2)]
+    assert np.allclose(points, expected)
+    assert np.array_equal(np.vstack(asks)[6:], points[:2])  # wrapped around
+    assert np.array_equal(np.floor(points[:, 0] * 3), [0, 0, 1, 1, 2, 2])  # bins map to ints

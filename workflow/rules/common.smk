@@ -1,0 +1,52 @@
+# Config validation and paths shared by all rules.
+import json
+import os
+import shlex
+import uuid
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from l2lflow.config import ConfigError, validate_config
+from l2lflow.store import StoreError, check_compatible
+
+# the form, with Snakemake's own validator (also fills defaults) ...
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+# ... then l2lflow's checks, whose messages name the key and what is allowed
+try:
+    CONFIG = validate_config(dict(config))
+    check_compatible(CONFIG["results"], CONFIG)
+except (ConfigError, StoreError) as exc:
+    raise WorkflowError(f"l2lflow: {exc}") from None
+
+RESULTS = CONFIG["results"]
+GENERATIONS = int(CONFIG["generations"])
+STEPS = f"{RESULTS}/steps"
+# the resolved config the engine reads; rewritten only when it changed, so that its mtime (and
+# thereby Snakemake's view of the finished generations) is untouched by a plain rerun
+CONFIG_JSON = f"{RESULTS}/config.json"
+_text = json.dumps(CONFIG, indent=1, sort_keys=True)
+if not os.path.exists(CONFIG_JSON) or Path(CONFIG_JSON).read_text() != _text:
+    os.makedirs(RESULTS, exist_ok=True)
+    Path(CONFIG_JSON).write_text(_text)
+
+# the engine serves one run at a time: every step of this Snakemake run carries its id
+os.environ.setdefault("L2LFLOW_RUN_ID", uuid.uuid4().hex)
+# call the interpreter that runs Snakemake directly (no console-script or pyenv shim per job)
+L2LFLOW = f"{shlex.quote(sys.executable)} -m l2lflow"
+STEP = f"{L2LFLOW} step {{rule}} --results {shlex.quote(RESULTS)} --config {shlex.quote(CONFIG_JSON)}"
+
+
+def step_file(generation, step):
+    return f"{STEPS}/{int(generation):06d}.{step}"
+
+
+FINAL_TARGETS = [step_file(GENERATIONS - 1, "aggregated")]
+
+
+onsuccess:
+    shell(f"{L2LFLOW} step shutdown --results {shlex.quote(RESULTS)}")
+
+
+onerror:
+    shell(f"{L2LFLOW} step shutdown --results {shlex.quote(RESULTS)}")
