@@ -257,15 +257,20 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def result_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a config that determines the results (see :data:`RESULT_KEYS`)."""
+    """The part of a config that determines the results (see :data:`RESULT_KEYS`).
+
+    Key order does not matter anywhere except in ``space``, where it orders the optimizer's
+    dimensions: so ``parameter_order`` records it explicitly, and the rest is compared sorted.
+    """
     part = {key: config.get(key) for key in RESULT_KEYS}
     part["failure_fitness"] = config.get("evaluation", {}).get("failure_fitness")
-    return part
+    part["parameter_order"] = list(config.get("space", {}))
+    return json.loads(json.dumps(part, sort_keys=True))
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """A hash of :func:`result_config` (key order inside ``space`` counts: it orders dimensions)."""
-    text = json.dumps(result_config(config), separators=(",", ":"), allow_nan=False)
+    """A hash of :func:`result_config`."""
+    text = json.dumps(result_config(config), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -277,8 +282,6 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "")
         path = f"{prefix}{key}"
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
-            if list(a) != list(b) and set(a) == set(b):
-                changes.append(f"{path}: order changed {list(a)} -> {list(b)}")
             changes.extend(describe_changes(a, b, prefix=f"{path}."))
         elif a != b:
             changes.append(f"{path}: {a!r} -> {b!r}")

@@ -128,7 +128,8 @@ class Engine:
             return
         if self.owner is not None and run_id != self.owner:
             quiet_for = time.monotonic() - self.last_activity
-            if self.busy or quiet_for < LEASE_S:
+            orphaned = self.deadline_override is not None  # its run vanished mid-step
+            if self.busy or (quiet_for < LEASE_S and not orphaned):
                 self._send(
                     conn,
                     {

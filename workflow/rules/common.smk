@@ -25,7 +25,7 @@ STEPS = f"{RESULTS}/steps"
 # the resolved config the engine reads; rewritten only when it changed, so that its mtime (and
 # thereby Snakemake's view of the finished generations) is untouched by a plain rerun
 CONFIG_JSON = f"{RESULTS}/config.json"
-_text = json.dumps(CONFIG, indent=1, sort_keys=True)
+_text = json.dumps(CONFIG, indent=1)  # key order kept: it orders the parameters
 if not os.path.exists(CONFIG_JSON) or Path(CONFIG_JSON).read_text() != _text:
     os.makedirs(RESULTS, exist_ok=True)
     Path(CONFIG_JSON).write_text(_text)

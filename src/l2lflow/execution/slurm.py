@@ -28,12 +28,17 @@ Slurm jobs. Choices made here, and why:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import math
 import os
 import re
 import shlex
+import shutil
+import socket
 import sys
+import tempfile
 import types
 from pathlib import Path
 from typing import Any
@@ -314,17 +319,98 @@ class PinnedSLURMJob(SLURMJob):
 
 
 class L2LSLURMCluster(SLURMCluster):
-    """``SLURMCluster`` with :class:`PinnedSLURMJob` jobs."""
+    """``SLURMCluster`` with :class:`PinnedSLURMJob` jobs, replacement of multi-worker jobs, and
+    TLS files that live only as long as the cluster.
+
+    ``credential_dir`` (a fresh private folder) receives dask-jobqueue's TLS files; it is removed
+    on ``close()`` and when construction fails.
+    """
 
     job_cls = PinnedSLURMJob
 
+    def __init__(self, *args: Any, credential_dir: str | None = None, **kwargs: Any) -> None:
+        self._credential_dir = credential_dir
+        try:
+            super().__init__(*args, shared_temp_directory=credential_dir, **kwargs)
+        except BaseException:
+            self._remove_credentials()
+            raise
 
-def _private_dir(path: str) -> str:
-    """Create the credential directory readable by the owner only; return its absolute path."""
-    d = Path(path).expanduser().absolute()
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    d.chmod(0o700)
-    return str(d)
+    def _remove_credentials(self) -> None:
+        for key in ("ca_file", "cert", "key"):
+            f = getattr(self, f"_job_{key}", None)
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()  # a NamedTemporaryFile: closing deletes it
+        if self._credential_dir:
+            shutil.rmtree(self._credential_dir, ignore_errors=True)
+
+    async def _close(self) -> None:
+        try:
+            await super()._close()
+        finally:
+            self._remove_credentials()
+
+    def _job_of(self, worker_name: str) -> str | None:
+        """The job (``worker_spec`` key) a grouped worker ``<job>-<i>`` belongs to, if any."""
+        for job, spec in self.worker_spec.items():
+            if worker_name in {f"{job}{suffix}" for suffix in spec.get("group", ())}:
+                return job
+        return None
+
+    def _update_worker_status(self, op: str, msg: Any) -> None:
+        """Forget a multi-worker job once all its workers are gone, so adaptive replaces it.
+
+        distributed's ``SpecCluster`` does this only for one-worker jobs: it looks the worker's
+        name (``<job>-<i>``) up among the jobs, never finds it, and adaptive keeps counting the
+        dead job (dask/distributed#9102, still open in 2026.8). Measured here: a ``processes=2``
+        job whose workers reached ``--lifetime`` was never replaced.
+        """
+        if op == "remove":
+            job = self._job_of(self.scheduler_info["workers"][msg]["name"])
+            process = self.workers.get(job) if job is not None else None
+            if process is not None:
+
+                def forget() -> None:
+                    # `is process`: by now adaptive may have started a new job of the same name
+                    alive = self.scheduler_info["workers"].values()
+                    if self.workers.get(job) is process and not any(
+                        self._job_of(w["name"]) == job for w in alive
+                    ):
+                        self._futures.add(asyncio.ensure_future(process.close()))
+                        del self.workers[job]
+
+                delay = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
+                asyncio.get_running_loop().call_later(delay, forget)
+        super()._update_worker_status(op, msg)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _credential_dir(base: str, name: str) -> str:
+    """A fresh owner-only folder ``<base>/<host>-<pid>-<name>-<random>`` for one cluster's TLS files.
+
+    Folders left by processes of this host that no longer run (an engine killed with SIGKILL
+    cannot clean up) are removed first.
+    """
+    root = Path(base).expanduser().absolute()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root.chmod(0o700)
+    host = socket.gethostname()
+    for d in root.iterdir():
+        m = re.fullmatch(rf"{re.escape(host)}-(\d+)-.*", d.name)
+        if m and d.is_dir() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(d, ignore_errors=True)
+    safe = re.sub(r"[^A-Za-z0-9_.]", "_", name)
+    return tempfile.mkdtemp(prefix=f"{host}-{os.getpid()}-{safe}-", dir=root)  # mode 0700
 
 
 def slurm_cluster(
@@ -338,8 +424,8 @@ def slurm_cluster(
 
     ``security`` is a ``distributed.security.Security`` (``Security.temporary()``) or ``True``
     for a fresh temporary one; ``None``/``False`` is refused. With ``adaptive=False`` nothing is
-    submitted until ``cluster.scale(...)``. Connect with ``Client(cluster)`` (it carries the
-    credentials) and close with ``cluster.close()``, which cancels the jobs.
+    submitted until ``cluster.scale(...)``. ``Client(cluster)`` carries the credentials;
+    ``cluster.close()`` cancels the jobs and deletes the credential files.
     """
     if security is None or security is False:
         raise ValueError("refusing a scheduler without TLS; pass Security.temporary()")
@@ -350,7 +436,7 @@ def slurm_cluster(
         name=name,
         security=security,
         interface=p["interface"],
-        shared_temp_directory=_private_dir(p["shared_temp_directory"]),
+        credential_dir=_credential_dir(p["shared_temp_directory"], name),
         scheduler_options=_scheduler_options(p),
         **_job_kwargs(p, name),
     )
@@ -360,8 +446,8 @@ def slurm_cluster(
 
 
 def adapt(cluster: JobQueueCluster, pool: dict[str, Any]) -> Any:
-    """Adaptive scaling between ``min_jobs`` and ``max_jobs``, keeping idle workers ``adapt_wait`` s."""
-    p = resolve_pool(pool)  # idempotent on an already resolved pool
+    """Adaptive scaling between ``min_jobs`` and ``max_jobs``; idle workers stay ``adapt_wait`` s."""
+    p = resolve_pool(pool)  # idempotent on a resolved pool
     interval = 1.0
     return cluster.adapt(
         minimum_jobs=int(p["min_jobs"]),
@@ -374,25 +460,25 @@ def adapt(cluster: JobQueueCluster, pool: dict[str, Any]) -> Any:
 def job_script(pool: dict[str, Any], name: str, security: Security | None = None) -> str:
     """The job script the pool's workers would be submitted with, without starting anything.
 
-    The scheduler address is a placeholder. With ``security``, the credentials are dumped the way
-    dask-jobqueue does it (same code path) and deleted again when this function returns, so the
-    paths in the script are only illustrative.
+    The scheduler address is a placeholder. With ``security``, the credentials are written the way
+    dask-jobqueue does it (its own code) into a temporary folder that is gone when this returns,
+    so the paths in the script are only illustrative.
     """
     p = resolve_pool(pool)
-    kwargs = _job_kwargs(p, name)
-    protocol = None
-    if security is not None:
-        protocol = "tls://"
-        holder = types.SimpleNamespace(
-            shared_temp_directory=_private_dir(p["shared_temp_directory"])
+    with tempfile.TemporaryDirectory() as tmp:
+        holder = types.SimpleNamespace(shared_temp_directory=tmp)
+        if security is not None:
+            security = JobQueueCluster._get_worker_security(holder, security)
+        protocol = "tls://" if security is not None else None
+        job = PinnedSLURMJob(
+            f"{protocol or 'tcp://'}{_PLACEHOLDER_HOST}",
+            name=f"{name}-0",
+            interface=p["interface"],
+            protocol=protocol,
+            security=security,
+            **_job_kwargs(p, name),
         )
-        security = JobQueueCluster._get_worker_security(holder, security)
-    job = PinnedSLURMJob(
-        f"{protocol or 'tcp://'}{_PLACEHOLDER_HOST}",
-        name=f"{name}-0",
-        interface=p["interface"],
-        protocol=protocol,
-        security=security,
-        **kwargs,
-    )
+        for f in vars(holder).values():
+            if hasattr(f, "close"):
+                f.close()
     return job.job_script()

@@ -1,6 +1,6 @@
 """Optimizees: what evaluating one individual means. Importing this registers the built-ins."""
 
-from l2lflow.optimizees import functions  # noqa: F401  (registers sphere, rastrigin, ...)
+from l2lflow.optimizees import faults, functions  # noqa: F401  (registers the built-ins)
 from l2lflow.optimizees.base import (
     REGISTRY,
     EvaluationContext,

@@ -36,6 +36,7 @@ import numpy as np
 __all__ = [
     "NEST_SEED_MAX",
     "capture_nest_messages",
+    "chunk_plan",
     "get_nest",
     "nest_available",
     "nest_seed",
@@ -62,7 +63,7 @@ def get_nest() -> ModuleType:
         with _import_lock:
             if _nest is None:
                 os.environ["PYNEST_QUIET"] = "1"
-                import nest  # noqa: PLC0415  (lazy on purpose: 0.6 s and 130 MB)
+                import nest  # lazy on purpose: 0.6 s and 130 MB
 
                 nest.verbosity = nest.VerbosityLevel.ERROR
                 _nest = nest
@@ -215,28 +216,37 @@ def capture_nest_messages(log: logging.Logger | None = None) -> Iterator[None]:
     """
     global _capture_depth
     log = log or _log
+    nest = get_nest()
     with _capture_lock:
         outer = _capture_depth == 0
         _capture_depth += 1
-    if not outer:
-        try:
+    try:
+        if outer:
+            with _redirect_stderr(nest, log):
+                yield
+        else:
             yield
-        finally:
-            with _capture_lock:
-                _capture_depth -= 1
-        return
+    finally:
+        with _capture_lock:
+            _capture_depth -= 1
 
-    nest = get_nest()
-    old_verbosity = nest.verbosity
-    nest.verbosity = nest.VerbosityLevel.WARNING
+
+@contextlib.contextmanager
+def _redirect_stderr(nest: ModuleType, log: logging.Logger) -> Iterator[None]:
+    """The actual capture of :func:`capture_nest_messages` (outermost block only)."""
     sys.stderr.flush()
     _flush_c_streams()
-    saved = os.dup(2)
-    sink = tempfile.TemporaryFile()
     try:
-        os.dup2(sink.fileno(), 2)
-        with warnings.catch_warnings(record=True) as caught:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (a daemonised process): nothing to capture
+        yield
+        return
+    old_verbosity = nest.verbosity
+    try:
+        nest.verbosity = nest.VerbosityLevel.WARNING
+        with tempfile.TemporaryFile() as sink, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            os.dup2(sink.fileno(), 2)
             try:
                 yield
             finally:
@@ -253,10 +263,7 @@ def capture_nest_messages(log: logging.Logger | None = None) -> Iterator[None]:
     finally:
         os.dup2(saved, 2)  # a no-op normally; restores stderr if the block above failed early
         os.close(saved)
-        sink.close()
         nest.verbosity = old_verbosity
-        with _capture_lock:
-            _capture_depth -= 1
 
 
 @contextlib.contextmanager

@@ -235,7 +235,6 @@ def run_task(
 
     p = params
     n_exc = int(round(0.8 * n_neurons))
-    n_inh = n_neurons - n_exc
     w_exc, w_inh = p["w_exc"], -p["g"] * p["w_exc"]
     with nest_session(seed, context.threads, resolution, log=context.log) as nest:
         neuron = {**_NEURON, "tau_m": p["tau_m"], "V_m": -70.0}
