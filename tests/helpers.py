@@ -71,7 +71,9 @@ def result_arrays(results_dir: Path) -> dict[str, np.ndarray]:
     """Every deterministic variable of a store (parameters, fitness, status, seeds, metrics)."""
     import zarr
 
-    root = zarr.open_group(str(Path(results_dir) / "results.zarr"), mode="r", use_consolidated=False)
+    root = zarr.open_group(
+        str(Path(results_dir) / "results.zarr"), mode="r", use_consolidated=False
+    )
     skip = {"runtime", "attempts", "worker", "error", "log", "finished_at"}
     out = {name: np.asarray(root[name][...]) for name in root.array_keys() if name not in skip}
     states = root["optimizer/state"]

@@ -53,7 +53,7 @@ def changed(changes: dict[str, Any]) -> dict[str, Any]:
         if value is DELETE:
             del node[last]
         else:
-            node[last] = value
+            node[last] = copy.deepcopy(value)
     return config
 
 
@@ -145,8 +145,8 @@ CASES: list[Case] = [
     C("generations-integral-float", "generations", ("integer", "2.0"), generations=2.0),
     C("population-string", "population_size", ("integer", "'10'"), population_size="10"),
     C("population-bool", "population_size", ("integer", "True"), population_size=True),
-    C("optimizer-not-mapping", "optimizer", ("object", "'ga'"), optimizer="ga"),
-    C("parameter-not-mapping", "space.x", "object", space__x=5),
+    C("optimizer-not-mapping", "optimizer", ("mapping", "'ga'"), optimizer="ga"),
+    C("parameter-not-mapping", "space.x", "mapping", space__x=5),
     C("bound-string", "space.x.low", ("number", "'zero'"), space__x__low="zero"),
     C("name-with-space", "name", ("letters", "digits"), name="my experiment"),
     # --- ranges
@@ -159,7 +159,12 @@ CASES: list[Case] = [
     C("results-empty", "results", "empty", results=""),
     # --- enums
     C("direction-min", "direction", ("'minimize'", "'maximize'", "'min'"), direction="min"),
-    C("backend-pbs", "execution.backend", ("'local'", "'slurm'", "'pbs'"), execution={"backend": "pbs"}),
+    C(
+        "backend-pbs",
+        "execution.backend",
+        ("'local'", "'slurm'", "'pbs'"),
+        execution={"backend": "pbs"},
+    ),
     C("scale-unknown", "space.x.scale", ("'linear'", "'log'", "'ln'"), space__x__scale="ln"),
     C(
         "type-unknown",
@@ -169,23 +174,43 @@ CASES: list[Case] = [
     ),
     # --- the parameter space
     C("space-empty", "space", "at least one parameter", space={}),
-    C("bounds-inverted", "space.x.low", ("< high", "low=5", "high=1"), space__x={"low": 5, "high": 1}),
+    C(
+        "bounds-inverted",
+        "space.x.low",
+        ("< high", "low=5", "high=1"),
+        space__x={"low": 5, "high": 1},
+    ),
     C("bounds-equal", "space.x.low", ("< high", "low=2", "high=2"), space__x={"low": 2, "high": 2}),
     C("bound-infinite", "space.x.high", "finite", space__x={"low": 0, "high": float("inf")}),
     C("bound-nan", "space.x.low", "finite", space__x={"low": float("nan"), "high": 1}),
-    C("log-low-zero", "space.x.low", ("log", "> 0"), space__x={"low": 0, "high": 1, "scale": "log"}),
-    C("log-low-negative", "space.x.low", ("log", "> 0"), space__x={"low": -1, "high": 1, "scale": "log"}),
+    C(
+        "log-low-zero",
+        "space.x.low",
+        ("log", "> 0"),
+        space__x={"low": 0, "high": 1, "scale": "log"},
+    ),
+    C(
+        "log-low-negative",
+        "space.x.low",
+        ("log", "> 0"),
+        space__x={"low": -1, "high": 1, "scale": "log"},
+    ),
     C(
         "int-fractional-bound",
         "space.n.low",
         ("integer", "1.5"),
         space={"n": {"type": "int", "low": 1.5, "high": 4}},
     ),
-    C("choice-without-choices", "space.c.choices", "non-empty list", space={"c": {"type": "choice"}}),
+    C(
+        "choice-without-choices",
+        "space.c.choices",
+        "non-empty list",
+        space={"c": {"type": "choice"}},
+    ),
     C(
         "choice-empty-choices",
         "space.c.choices",
-        "non-empty",
+        "empty",
         space={"c": {"type": "choice", "choices": []}},
     ),
     C(
@@ -215,12 +240,29 @@ CASES: list[Case] = [
     T(
         "parameter-duplicate-name",
         "{file}: space.x",
-        ("duplicate", "line 10"),
-        base_text(space="space:\n  x: {low: 0, high: 1}\n  y: {low: 0, high: 1}\n  x: {low: 2, high: 3}"),
+        ("duplicate", "lines 8 and 10"),
+        base_text(
+            space="space:\n  x: {low: 0, high: 1}\n  y: {low: 0, high: 1}\n  x: {low: 2, high: 3}"
+        ),
     ),
-    T("top-level-duplicate-key", "{file}: seed", ("duplicate", "line 9"), base_text() + "seed: 2\n"),
-    C("parameter-reserved-name", "space.fitness", ("reserved", "fitness"), space={"fitness": {"low": 0, "high": 1}}),
-    C("parameter-reserved-prefix", "space.metric_x", ("reserved", "metric_*"), space={"metric_x": {"low": 0, "high": 1}}),
+    T(
+        "top-level-duplicate-key",
+        "{file}: seed",
+        ("duplicate", "lines 2 and 9"),
+        base_text() + "seed: 2\n",
+    ),
+    C(
+        "parameter-reserved-name",
+        "space.fitness",
+        ("reserved", "fitness"),
+        space={"fitness": {"low": 0, "high": 1}},
+    ),
+    C(
+        "parameter-reserved-prefix",
+        "space.metric_x",
+        ("reserved", "metric_*"),
+        space={"metric_x": {"low": 0, "high": 1}},
+    ),
     C(
         "parameter-name-digit",
         "space.1x",
@@ -233,15 +275,45 @@ CASES: list[Case] = [
         ("letters", "digits", "'_'"),
         space={"tau-m": {"low": 0, "high": 1}},
     ),
+    C(
+        "parameter-int-name",
+        "space.1",
+        ("must be a string", "quote"),
+        space={1: {"low": 0, "high": 1}},
+    ),
+    C(
+        "choices-duplicate-numbers",
+        "space.c.choices",
+        ("once", "1.0"),
+        space={"c": {"type": "choice", "choices": [1, 1.0, 2]}},
+    ),
+    C(
+        "choice-with-log-scale",
+        "space.c.scale",
+        "only choices",
+        space={"c": {"type": "choice", "choices": [1, 2], "scale": "log"}},
+    ),
+    T("name-is-date", "name", ("date", "quote"), base_text(name="name: 2024-01-01")),
+    C("optimizer-name-empty", "optimizer.name", "empty", optimizer={"name": ""}),
     # --- optimizer
-    C("optimizer-unknown", "optimizer.name", ("unknown optimizer", "'sgd'", *_optimizers), optimizer={"name": "sgd"}),
+    C(
+        "optimizer-unknown",
+        "optimizer.name",
+        ("unknown optimizer", "'sgd'", *_optimizers),
+        optimizer={"name": "sgd"},
+    ),
     C(
         "optimizer-option-unknown",
         "optimizer.options.sigma_typo",
         ("unknown option", "sigma", "n_elite", "tournament_size"),
         optimizer={"name": "ga", "options": {"sigma_typo": 0.2}},
     ),
-    C("optimizer-options-not-mapping", "optimizer.options", "object", optimizer={"name": "ga", "options": [1]}),
+    C(
+        "optimizer-options-not-mapping",
+        "optimizer.options",
+        "mapping",
+        optimizer={"name": "ga", "options": [1]},
+    ),
     C(
         "optimizer-option-bad-range",
         "optimizer.options.sigma0",
@@ -260,9 +332,20 @@ CASES: list[Case] = [
         "'cmaes'",
         optimizer={"name": "cmaes", "options": {"x0": [0.1, 0.2, 0.3]}},
     ),
-    C("optimizer-population-too-small", "population_size", (">= 2", "cmaes"), population_size=1, optimizer={"name": "cmaes"}),
+    C(
+        "optimizer-population-too-small",
+        "population_size",
+        (">= 2", "cmaes"),
+        population_size=1,
+        optimizer={"name": "cmaes"},
+    ),
     # --- optimizee
-    C("optimizee-unknown", "optimizee.name", ("unknown optimizee", "'spere'", *_optimizees, "module:function"), optimizee={"name": "spere"}),
+    C(
+        "optimizee-unknown",
+        "optimizee.name",
+        ("unknown optimizee", "'spere'", *_optimizees, "module:function"),
+        optimizee={"name": "spere"},
+    ),
     C(
         "optimizee-module-missing",
         "optimizee.name",
@@ -282,8 +365,18 @@ CASES: list[Case] = [
         ("no option", "noise"),
         optimizee={"name": "sphere", "options": {"foo": 1}},
     ),
-    C("optimizee-no-meta-test", "optimizee.meta_test", "held-out", optimizee={"name": "sphere", "meta_test": {}}),
-    C("failure-fitness-inf", "evaluation.failure_fitness", ("finite", "null"), evaluation={"failure_fitness": float("inf")}),
+    C(
+        "optimizee-no-meta-test",
+        "optimizee.meta_test",
+        "held-out",
+        optimizee={"name": "sphere", "meta_test": {}},
+    ),
+    C(
+        "failure-fitness-inf",
+        "evaluation.failure_fitness",
+        ("finite", "null"),
+        evaluation={"failure_fitness": float("inf")},
+    ),
     C("slurm-without-pools", "execution.pools", "cpu", execution={"backend": "slurm"}),
     # --- user code (a module written next to the config and put on the path)
     Case(
@@ -322,16 +415,21 @@ CASES: list[Case] = [
         module="def fn(params, seed)\n    return 0.0\n",
     ),
     # --- the file itself
-    T("not-yaml", "{file}", ("not valid YAML", "line 1"), ": :\n"),
+    T("not-yaml", "{file}", ("not valid YAML", "line 1, column 1"), ": :\n"),
     T("not-yaml-unclosed", "{file}", ("not valid YAML", "line"), "name: [a\n"),
-    T("yaml-python-tag", "{file}", ("not valid YAML", "python/object"), "name: !!python/object:os.system {}\n"),
+    T(
+        "yaml-python-tag",
+        "{file}",
+        ("not valid YAML", "python/object"),
+        "name: !!python/object:os.system {}\n",
+    ),
     T("file-is-list", "{file}", ("mapping", "list"), "- name: a\n- seed: 1\n"),
-    T("file-is-scalar", "{file}", ("mapping", "str"), "just words\n"),
+    T("file-is-scalar", "{file}", ("mapping", "a string"), "just words\n"),
     T("file-empty", "{file}", "empty", ""),
     T("file-only-comments", "{file}", "empty", "# nothing here\n"),
     T("file-not-utf8", "{file}", "UTF-8", b"name: \xff\xfe\x00bad\n"),
-    T("top-level-null-key", "{file}", ("key", "name"), base_text() + "? null\n: 1\n"),
-    T("top-level-int-key", "1", ("unknown key", "name"), base_text() + "1: one\n"),
+    T("top-level-null-key", "null", ("must be a string",), base_text() + "? null\n: 1\nfoo: 2\n"),
+    T("top-level-int-key", "1", ("must be a string", "quote"), base_text() + "1: one\n"),
 ]
 
 

@@ -131,7 +131,9 @@ def test_sigkill_during_evaluate_then_resume_is_bit_identical(tmp_path: Path) ->
     ref_counter.mkdir()
     ref_opts = {"counter_dir": str(ref_counter), "sleep_s": 0.05}
     ref = write_config(
-        tmp_path / "ref", name="kill", **{**common, "optimizee": {"name": "test.counting", "options": ref_opts}}
+        tmp_path / "ref",
+        name="kill",
+        **{**common, "optimizee": {"name": "test.counting", "options": ref_opts}},
     )
     # the counter folder is an optimizee option, i.e. part of the result config: use the same one
     ref.write_text(ref.read_text().replace(str(ref_counter), str(counter)))

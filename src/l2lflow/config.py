@@ -9,8 +9,11 @@ key path, e.g. ``space.tau_m.low: must be < high (got low=20, high=5)``.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
+import math
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,26 +47,63 @@ RESULT_KEYS = ("seed", "population_size", "direction", "space", "optimizer", "op
 
 
 class ConfigError(ValueError):
-    """An invalid experiment config; the message starts with the offending key path."""
+    """An invalid experiment config; the message starts with the offending key path.
+
+    The message is always one line: line breaks (e.g. from an exception raised by user code
+    while it is imported) are folded into spaces.
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(re.sub(r"\s*\n\s*", " ", str(message)).strip())
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError(
-                f"{key}: duplicate key (line {key_node.start_mark.line + 1}); each key may appear once"
+def _key_text(key: Any) -> str:
+    """A mapping key as it appears in a key path (``null`` for YAML's null)."""
+    return "null" if key is None else str(key)
+
+
+def _dotted(path: list[Any]) -> str:
+    return ".".join(_key_text(p) for p in path)
+
+
+def _check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.Node, path: list[Any]) -> None:
+    """Refuse a key that appears twice in one mapping, naming its full key path and lines."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *anchor``
+                continue
+            key = (
+                loader.construct_object(key_node, deep=True)
+                if isinstance(key_node, yaml.ScalarNode)
+                else None
             )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode):
+                if key in seen:
+                    raise ConfigError(
+                        f"{_dotted([*path, key])}: duplicate key (lines {seen[key]} and {line}); "
+                        "each key may appear once in a mapping"
+                    )
+                seen[key] = line
+            _check_duplicate_keys(loader, value_node, [*path, key])
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_duplicate_keys(loader, item, [*path, index])
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: where, then what."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = f"{problem} ({context})" if context else problem
+    return f"not valid YAML{where}: {what}"
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -74,14 +114,35 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder, expected a YAML config file")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+            "expected a YAML config file"
+        ) from None
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            data = None
+        else:
+            _check_duplicate_keys(loader, node, [])
+            data = loader.construct_document(node)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+        raise ConfigError(f"{path}: {_yaml_error(exc)}") from None
+    finally:
+        loader.dispose()
+    if data is None:
+        raise ConfigError(
+            f"{path}: the file is empty; expected a mapping of keys "
+            "(name, seed, generations, population_size, optimizer, optimizee, space)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{path}: the config must be a mapping of keys, got {type(data).__name__}"
+            f"{path}: the config must be a mapping of keys (name: ..., seed: ...), "
+            f"got {_type_name(data)}"
         )
     return data
 
@@ -92,37 +153,143 @@ def schema() -> dict[str, Any]:
 
 
 def _path(error_path: Any) -> str:
-    parts = [str(p) for p in error_path]
-    return ".".join(parts) if parts else "(top level)"
+    return _dotted(list(error_path)) if error_path else "(top level)"
+
+
+_TYPE_WORDS = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "object": "a mapping (key: value)",
+    "array": "a list",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+def _type_name(value: Any) -> str:
+    """What a YAML value is, in YAML's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    return f"a {type(value).__name__}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _schema_error_message(error: Any) -> str:
     """One clear line for a jsonschema error: key path, then what is allowed."""
     where = _path(error.absolute_path)
     validator = error.validator
+    schema_node = error.schema if isinstance(error.schema, dict) else {}
+    if "propertyNames" in error.absolute_schema_path:
+        # error.instance is the offending key; name it in the path
+        key = _dotted([*error.absolute_path, error.instance])
+        return (
+            f"{key}: not a valid parameter name (use letters, digits and '_', "
+            "not starting with a digit)"
+        )
     if validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        allowed = ", ".join(error.schema.get("properties", {})) or "none"
-        key = f"{where}.{extra[0]}" if error.absolute_path else (extra[0] if extra else where)
-        return f"{key}: unknown key (allowed here: {allowed})"
+        properties = schema_node.get("properties", {})
+        extra = sorted((k for k in error.instance if k not in properties), key=_key_text)
+        allowed = ", ".join(properties) or "none"
+        key = _dotted([*error.absolute_path, extra[0]]) if extra else where
+        hint = ""
+        if extra:
+            close = difflib.get_close_matches(_key_text(extra[0]), list(properties), n=1)
+            if close:
+                hint = f"; did you mean {close[0]!r}?"
+        return f"{key}: unknown key (allowed here: {allowed}){hint}"
     if validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
-        key = f"{where}.{missing}" if error.absolute_path else missing
-        return f"{key}: required key is missing"
+        key = _dotted([*error.absolute_path, missing])
+        description = schema_node.get("properties", {}).get(missing, {}).get("description")
+        return f"{key}: required key is missing" + (f" ({description})" if description else "")
     if validator == "enum":
         allowed = ", ".join(repr(v) for v in error.validator_value)
-        return f"{where}: {error.instance!r} is not allowed (allowed: {allowed})"
+        return f"{where}: {_short(error.instance)} is not allowed (allowed: {allowed})"
     if validator == "type":
         expected = error.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        expected = expected if isinstance(expected, list) else [expected]
+        words = " or ".join(_TYPE_WORDS.get(t, t) for t in expected)
         return (
-            f"{where}: expected {expected}, got {type(error.instance).__name__} {error.instance!r}"
+            f"{where}: expected {words}, got {_type_name(error.instance)} {_short(error.instance)}"
         )
-    if validator == "minProperties":
+    if validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+        types = schema_node.get("type", [])
+        kind = "an integer" if "integer" in types else "a number"
+        nullable = " or null" if "null" in types else ""
+        return (
+            f"{where}: must be {kind} {op[validator]} {error.validator_value}{nullable} "
+            f"(got {_short(error.instance)})"
+        )
+    if validator == "minProperties" and where == "space":
+        return "space: needs at least one parameter, e.g. x: {low: 0, high: 1}"
+    if validator in ("minProperties", "minItems", "minLength"):
         return f"{where}: must not be empty"
-    if validator == "pattern" or validator == "propertyNames":
-        return f"{where}: {error.message} (names: letters, digits, '_', not starting with a digit)"
+    if validator == "pattern" and where == "name":
+        return (
+            f"name: {_short(error.instance)} is not a valid experiment name (use letters, digits, "
+            "'_', '.' and '-', starting with a letter or digit)"
+        )
     return f"{where}: {error.message}"
+
+
+def _validator_class() -> Any:
+    """Draft 2020-12, except that a float is never an integer (YAML's ``2.0`` is a float).
+
+    Plain JSON schema accepts ``generations: 2.0`` as an integer; it would then reach
+    ``range()`` and the store as a float.
+    """
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+def _check_keys(value: Any, path: list[Any]) -> None:
+    """Keys must be strings; values plain YAML data (no dates, no inf/nan)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(
+                    f"{_dotted([*path, key])}: a key must be a string, got {_type_name(key)} "
+                    f"{key!r} (quote it)"
+                )
+            _check_keys(item, [*path, key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_keys(item, [*path, index])
+    elif isinstance(value, float) and not math.isfinite(value):
+        where = _dotted(path) or "(top level)"
+        hint = (
+            " or null (null = the worst fitness)" if where == "evaluation.failure_fitness" else ""
+        )
+        raise ConfigError(f"{where}: must be a finite number{hint} (got {value})")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        where = _dotted(path) or "(top level)"
+        raise ConfigError(
+            f"{where}: expected a string, number, boolean, list or mapping, got "
+            f"{_type_name(value)} {_short(value)} (quote it to make it a string)"
+        )
 
 
 def _fill_defaults(config: dict[str, Any], node: dict[str, Any]) -> None:
@@ -145,24 +312,29 @@ def validate_config(raw: dict[str, Any], *, check_code: bool = True) -> dict[str
     ``check_code`` also resolves the optimizer and optimizee (imports user code) and checks the
     optimizee's signature and options.
     """
-    import jsonschema
-
     if not isinstance(raw, dict):
-        raise ConfigError(f"(top level): the config must be a mapping, got {type(raw).__name__}")
-    validator = jsonschema.Draft202012Validator(schema())
+        raise ConfigError(
+            f"(top level): the config must be a mapping of keys, got {_type_name(raw)}"
+        )
+    _check_keys(raw, [])
+    validator = _validator_class()(schema())
     errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.absolute_path), str(e.path)))
     if errors:
         raise ConfigError(_schema_error_message(errors[0]))
+    _check_space(raw["space"])
     config = copy.deepcopy(raw)
     _fill_defaults(config, schema())
+    for spec in config["space"].values():
+        if spec.get("type") == "choice":
+            spec.pop("scale", None)  # a default filled in by the schema; means nothing here
     config.setdefault("results", f"results/{config['name']}")
-    _check_space(config["space"])
     if check_code:
         _check_code(config)
     return config
 
 
 def _check_space(space: dict[str, Any]) -> None:
+    """What the schema cannot say about the parameters (``space`` as given, defaults unfilled)."""
     for name, spec in space.items():
         key = f"space.{name}"
         if name in RESERVED_NAMES or name.startswith(("metric_", "l2l_")):
@@ -174,31 +346,60 @@ def _check_space(space: dict[str, Any]) -> None:
         if kind == "choice":
             choices = spec.get("choices")
             if not choices:
-                raise ConfigError(f"{key}.choices: a choice parameter needs a non-empty list")
-            if extra := sorted(set(spec) & {"low", "high", "scale"}):
                 raise ConfigError(
-                    f"{key}.{extra[0]}: not used by a choice parameter (give choices)"
+                    f"{key}.choices: a choice parameter needs a non-empty list, "
+                    "e.g. choices: [a, b, c]"
+                )
+            # (Snakemake's validate fills scale: linear into every parameter: that is allowed)
+            extra = sorted(set(spec) & {"low", "high"}) or (
+                ["scale"] if spec.get("scale", "linear") != "linear" else []
+            )
+            if extra:
+                raise ConfigError(
+                    f"{key}.{extra[0]}: not used by a choice parameter (it takes only choices)"
                 )
             kinds = {type(c) for c in choices}
             if not (kinds <= {int, float} or kinds == {str} or kinds == {bool}):
                 raise ConfigError(
                     f"{key}.choices: all numbers, all strings or all booleans (got {choices!r})"
                 )
-            if len({json.dumps(c) for c in choices}) != len(choices):
-                raise ConfigError(f"{key}.choices: contains duplicates: {choices!r}")
+            if len(set(choices)) != len(choices):  # (1 and 1.0 are the same choice)
+                duplicates = [c for i, c in enumerate(choices) if c in choices[:i]]
+                raise ConfigError(
+                    f"{key}.choices: each choice may appear once; duplicates: "
+                    f"{', '.join(repr(c) for c in duplicates)} (in {choices!r})"
+                )
             continue
         if "choices" in spec:
-            raise ConfigError(f"{key}.choices: only allowed with type: choice (type is {kind})")
+            raise ConfigError(
+                f"{key}.choices: only allowed with type: choice (this parameter's type is {kind})"
+            )
         for bound in ("low", "high"):
             if bound not in spec:
                 raise ConfigError(f"{key}.{bound}: required for a {kind} parameter")
         low, high = spec["low"], spec["high"]
         if not low < high:
             raise ConfigError(f"{key}.low: must be < high (got low={low}, high={high})")
-        if kind == "int" and (int(low) != low or int(high) != high):
-            raise ConfigError(f"{key}: an int parameter needs integer bounds (got {low}, {high})")
+        if kind == "int":
+            for bound in ("low", "high"):
+                if int(spec[bound]) != spec[bound]:
+                    raise ConfigError(
+                        f"{key}.{bound}: an int parameter needs integer bounds "
+                        f"(got {bound}={spec[bound]})"
+                    )
         if spec.get("scale", "linear") == "log" and low <= 0:
             raise ConfigError(f"{key}.low: a log-scale parameter needs low > 0 (got {low})")
+
+
+def _optimizer_message(exc: Exception) -> str:
+    """An :class:`OptimizerError` as one line that starts with the key it is about."""
+    msg = str(exc)
+    match = re.match(r"(optimizer\.[\w.]+)(:?)\s+(.*)", msg, flags=re.S)
+    if match:
+        return msg if match.group(2) else f"{match.group(1)}: {match.group(3)}"
+    if "population_size" in msg:
+        return f"population_size: {msg}"
+    return f"optimizer: {msg}"
 
 
 def _check_code(config: dict[str, Any]) -> None:
@@ -206,29 +407,50 @@ def _check_code(config: dict[str, Any]) -> None:
     from l2lflow.optimizers.base import OptimizerError, get_optimizer_class
     from l2lflow.space import ParameterSpace
 
+    name = config["optimizer"]["name"]
+    options = config["optimizer"].get("options", {})
     try:
-        cls = get_optimizer_class(config["optimizer"]["name"])
-        space = ParameterSpace.from_config(config["space"])
+        cls = get_optimizer_class(name)
+    except OptimizerError as exc:
+        raise ConfigError(_optimizer_message(exc)) from None
+    space = ParameterSpace.from_config(config["space"])
+
+    def build(opts: dict[str, Any]) -> None:
         cls(
             dimension=space.dimension,
             population_size=config["population_size"],
             seed=0,
             direction=config["direction"],
             grid_points=space.grid_points,
-            **config["optimizer"].get("options", {}),
+            **opts,
         )
+
+    try:
+        build(options)
     except OptimizerError as exc:
-        msg = str(exc)
-        if not msg.startswith("optimizer."):
-            msg = f"optimizer: {msg}"
-        raise ConfigError(msg) from None
-    except TypeError as exc:
-        raise ConfigError(f"optimizer.options: {exc}") from None
+        raise ConfigError(_optimizer_message(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. float("abc") on an option: blame the option
+        what = f"{type(exc).__name__}: {exc}"
+        for key, value in options.items():
+            try:
+                build({key: value})
+            except Exception:  # noqa: BLE001
+                raise ConfigError(
+                    f"optimizer.options.{key}: invalid value {_short(value)} for optimizer "
+                    f"{name!r} ({what})"
+                ) from None
+        where = "optimizer.options" if options else "optimizer.name"
+        raise ConfigError(
+            f"{where}: optimizer {name!r} cannot be set up with this config ({what})"
+        ) from None
     try:
         optimizee = resolve_optimizee(config["optimizee"]["name"])
         check_signature(optimizee, config["optimizee"].get("options", {}))
     except OptimizeeError as exc:
-        raise ConfigError(str(exc)) from None
+        msg = str(exc)
+        raise ConfigError(
+            msg if msg.startswith("optimizee.") else f"optimizee.name: {msg}"
+        ) from None
     if "meta_test" in config["optimizee"] and not optimizee.meta_test:
         raise ConfigError(
             f"optimizee.meta_test: {optimizee.name!r} has no held-out task family to meta-test on"

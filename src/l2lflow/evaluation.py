@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from l2lflow.runner import EvaluationSpec, evaluate_chunk
+from l2lflow.runner import Chunk, EvaluationSpec, evaluate_chunk
 from l2lflow.store import DONE, FAILED, PENDING, ResultStore
 
 TARGET_CHUNK_S = 0.1
@@ -119,7 +119,7 @@ def evaluate_generation(
             fut = client.submit(
                 evaluate_chunk,
                 spec,
-                [item(i, a) for i, a in chunk],
+                Chunk([item(i, a) for i, a in chunk]),
                 pure=False,
                 resources=resources,
                 retries=0,

@@ -120,14 +120,17 @@ def _normalise(
     return fitness, metrics, arrays
 
 
+_EVALUATION_LOG = logging.getLogger("l2lflow.evaluation.current")
+_EVALUATION_LOG.propagate = False
+_EVALUATION_LOG.setLevel(logging.INFO)
+
+
 def run_one(spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
     """Evaluate one individual in this process and return a plain result dict (never raises)."""
     from l2lflow.optimizees.base import EvaluationContext
 
     handler = _ListHandler()
-    log = logging.getLogger(f"l2lflow.evaluation.g{item['generation']}.i{item['individual']}")
-    log.propagate = False
-    log.setLevel(logging.INFO)
+    log = _EVALUATION_LOG
     log.addHandler(handler)
     start = time.perf_counter()
     try:
@@ -207,10 +210,11 @@ def _sandbox_main() -> None:
         return
     while True:
         try:
-            spec, item = receive.recv()
+            spec, items = receive.recv()
         except (EOFError, OSError):
             return
-        send.send(run_one(spec, item))
+        for item in items:
+            send.send(run_one(spec, item))
 
 
 class Sandbox:
@@ -236,20 +240,24 @@ class Sandbox:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def evaluate(self, spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
-        start = time.perf_counter()
+    def start_chunk(self, spec: EvaluationSpec, items: list[dict[str, Any]]) -> bool:
+        """Send a whole chunk; the sandbox streams one result back per item, in order."""
         try:
-            self._send.send((spec, dict(item)))
+            self._send.send((spec, items))
         except (BrokenPipeError, OSError):
-            return self._crashed(item, start)
-        timeout = spec.timeout_s
-        if not self._receive.poll(timeout):
+            return False
+        return True
+
+    def next_result(self, spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
+        """Wait for ``item``'s result, at most ``spec.timeout_s`` (None: no limit)."""
+        start = time.perf_counter()
+        if not self._receive.poll(spec.timeout_s):
             self.kill()
             return _failure(
                 item,
                 "timeout",
-                f"TimeoutError: the evaluation ran longer than evaluation.timeout_s={timeout} s "
-                "and was killed",
+                f"TimeoutError: the evaluation ran longer than evaluation.timeout_s="
+                f"{spec.timeout_s} s and was killed",
                 time.perf_counter() - start,
             )
         try:
@@ -314,20 +322,45 @@ def worker_identity() -> str:
 
 
 def evaluate_chunk(spec: EvaluationSpec, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The Dask task: evaluate a few individuals one after the other (never raises for them)."""
+    """The Dask task: evaluate a few individuals one after the other (never raises for them).
+
+    In a sandbox, the chunk is sent at once and results stream back; after a timeout or a
+    crash, the sandbox is replaced and the rest of the chunk goes to the new one.
+    """
+    if isinstance(items, Chunk):
+        items = items.items
     where = worker_identity()
-    results = []
-    for item in items:
-        if spec.isolate:
-            with _SANDBOX_LOCK:  # one evaluation per sandbox at a time
-                result = _sandbox().evaluate(spec, item)
-                if not result["ok"] and result["reason"] in ("timeout", "crash"):
+    results: list[dict[str, Any]] = []
+    if not spec.isolate:
+        results = [run_one(spec, item) for item in items]
+    else:
+        with _SANDBOX_LOCK:  # one chunk per sandbox at a time
+            todo = list(items)
+            while todo:
+                sandbox = _sandbox()
+                if not sandbox.start_chunk(spec, todo):
                     _sandbox_reset()
-        else:
-            result = run_one(spec, item)
+                    sandbox = _sandbox()
+                    sandbox.start_chunk(spec, todo)
+                for k, item in enumerate(todo):
+                    result = sandbox.next_result(spec, item)
+                    results.append(result)
+                    if not result["ok"] and result["reason"] in ("timeout", "crash"):
+                        _sandbox_reset()
+                        todo = todo[k + 1 :]
+                        break
+                else:
+                    todo = []
+    for result in results:
         result["worker"] = where
-        results.append(result)
     return results
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The individuals of one task, wrapped so that Dask does not walk every dict inside."""
+
+    items: list[dict[str, Any]]
 
 
 def _sandbox_reset() -> None:

@@ -147,6 +147,7 @@ class ResultStore:
         self.attrs = attrs
         self.mode = mode
         self._arrays: dict[str, Any] = {}
+        self._n_aggregated: int | None = None
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -287,7 +288,7 @@ class ResultStore:
 
     def checkpoint(self, generation: int) -> dict[str, Any] | None:
         """The optimizer state saved after ``generation``'s tell ({} means: restore by replay)."""
-        states = self.root["optimizer/state"]
+        states = self.array("optimizer/state")
         if generation >= states.shape[0]:
             return None
         text = states[generation]
@@ -303,7 +304,12 @@ class ResultStore:
 
     def n_aggregated(self) -> int:
         """Generations whose optimizer checkpoint is written (fully finished generations)."""
-        states = self.root["optimizer/state"]
+        if self._n_aggregated is None:
+            self._n_aggregated = self._count_aggregated()
+        return self._n_aggregated
+
+    def _count_aggregated(self) -> int:
+        states = self.array("optimizer/state")
         n = int(states.shape[0])
         while n > 0:
             text = states[n - 1]
@@ -328,8 +334,7 @@ class ResultStore:
                 continue
             if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == "generation":
                 arr.resize((n + 1, *arr.shape[1:]))
-        states = self.root["optimizer/state"]
-        states.resize((n + 1,))
+        self.array("optimizer/state").resize((n + 1,))
         for name, column in values.items():
             self.array(name)[generation, :] = np.asarray(column).reshape(pop)
         self.array("seed")[generation, :] = np.asarray(seeds, dtype=np.int64)
@@ -418,7 +423,9 @@ class ResultStore:
         """Store the optimizer state after ``generation``'s tell; this finishes the generation."""
         payload = {"optimizer": state, "summary": summary}
         text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-        self.root["optimizer/state"][generation] = text
+        self.array("optimizer/state")[generation] = text
+        if self._n_aggregated is not None and generation >= self._n_aggregated:
+            self._n_aggregated = generation + 1
 
     def set_array_dims(self, array_dims: dict[str, tuple[str, ...]]) -> None:
         """Record the dimension names of an optimizee's array results (before they are written)."""

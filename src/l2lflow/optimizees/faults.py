@@ -68,4 +68,3 @@ def counting(
         time.sleep(sleep_s)
     value = sphere(params, seed)
     return {"fitness": value, "seed_mod": float(seed % 1000)}
-

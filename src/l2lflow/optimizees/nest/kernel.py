@@ -211,8 +211,9 @@ def capture_nest_messages(log: logging.Logger | None = None) -> Iterator[None]:
 
     NEST's verbosity is raised to WARNING inside the block (and restored after) so that warnings
     are produced at all; INFO chatter stays off. Nested uses capture once, in the outermost
-    block. The redirection is of file descriptor 2 into a temporary file (not a pipe, which
-    could fill up and block NEST).
+    block, whose ``log`` receives everything. The redirection is of file descriptor 2 into a
+    temporary file (not a pipe, which could fill up and block NEST); lines that are not NEST's
+    (another thread's logging) are written back to the real stderr when the block ends.
     """
     global _capture_depth
     log = log or _log
