@@ -116,7 +116,10 @@ _optimizees = tuple(sorted(OPTIMIZEES))
 
 CASES: list[Case] = [
     # --- required keys
-    *[C(f"missing-{key}", key, "required", **{key: DELETE}) for key in TOP_KEYS],
+    *[C(f"missing-{key}", key, "required", **{key: DELETE}) for key in TOP_KEYS[:4]],
+    C("missing-optimizer", "optimizer", ("required", "name: ga", *_optimizers), optimizer=DELETE),
+    C("missing-optimizee", "optimizee", ("required", "sphere", ":function"), optimizee=DELETE),
+    C("missing-space", "space", ("required", "parameters"), space=DELETE),
     C("missing-optimizer-name", "optimizer.name", "required", optimizer={"options": {}}),
     C("missing-float-high", "space.x.high", "required", space__x__high=DELETE),
     # --- unknown keys
@@ -599,3 +602,53 @@ def test_default_config_valid_real_cli() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert proc.stdout.startswith("config/config.yaml: valid")
+
+
+# ---------------------------------------------------------------- regressions of fixed bugs
+def test_choice_parameter_is_valid(tmp_path: Path) -> None:
+    """A choice parameter validates, also after Snakemake's validate filled scale: linear in."""
+    from l2lflow.config import load_config, validate_config
+
+    config = changed({"space.c": {"type": "choice", "choices": ["a", "b"]}})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    loaded = load_config(path)
+    assert loaded["space"]["c"] == {"type": "choice", "choices": ["a", "b"]}
+    assert loaded["space"]["x"]["scale"] == "linear"
+    # what workflow/rules/common.smk hands over: defaults filled into every parameter
+    filled = copy.deepcopy(config)
+    filled["space"]["c"]["scale"] = "linear"
+    assert validate_config(filled) == loaded
+    # validation is idempotent (the engine validates the resolved config again)
+    assert validate_config(loaded) == loaded
+
+
+def test_choice_parameter_after_snakemake_validate() -> None:
+    snakemake_utils = pytest.importorskip("snakemake.utils")
+    from l2lflow.config import config_hash, validate_config
+
+    raw = changed({"space.c": {"type": "choice", "choices": [1, 2, 3]}})
+    config = copy.deepcopy(raw)
+    snakemake_utils.validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    assert config_hash(validate_config(config)) == config_hash(validate_config(raw))
+
+
+def test_yaml_anchors_and_merge_keys(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        BASE_TEXT.replace("  x: {low: -1.0, high: 1.0}", "  x: &b {low: -1.0, high: 1.0}")
+        + "  y: *b\n  z: {<<: *b, high: 2.0}\n"
+    )
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+    from l2lflow.config import load_yaml
+
+    assert load_yaml(path)["space"]["z"] == {"low": -1.0, "high": 2.0}
+
+
+def test_error_names_first_of_several_problems(tmp_path: Path, capsys) -> None:
+    """Several problems: one line about one of them (the outermost), not a list."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(changed({"seed": "x", "space.x.low": "y", "generations": 0})))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{PREFIX}generations: ")

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("step", help="one workflow step (called by the Snakemake rules)")
-    p.add_argument("op", choices=["sample", "evaluate", "aggregate", "shutdown"])
+    p.add_argument("op", choices=["sample", "evaluate", "aggregate", "meta_test", "shutdown"])
     p.add_argument("--results", required=True, type=Path, help="the experiment's results folder")
     p.add_argument(
         "--config", type=Path, help="the resolved config (JSON) written by the Snakefile"

@@ -218,6 +218,8 @@ def _schema_error_message(error: Any) -> str:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         key = _dotted([*error.absolute_path, missing])
         description = schema_node.get("properties", {}).get(missing, {}).get("description")
+        if not error.absolute_path and missing in ("optimizer", "optimizee"):
+            description = _known_names(missing)
         return f"{key}: required key is missing" + (f" ({description})" if description else "")
     if validator == "enum":
         allowed = ", ".join(repr(v) for v in error.validator_value)
@@ -250,6 +252,23 @@ def _schema_error_message(error: Any) -> str:
     return f"{where}: {error.message}"
 
 
+def _known_names(section: str) -> str | None:
+    """A hint for a missing ``optimizer`` / ``optimizee`` section: its form and known names."""
+    try:
+        if section == "optimizer":
+            from l2lflow.optimizers import REGISTRY
+
+            return f"e.g. optimizer: {{name: ga}}; known: {', '.join(sorted(REGISTRY))}"
+        from l2lflow.optimizees import REGISTRY as OPTIMIZEES
+
+        return (
+            f"e.g. optimizee: {{name: rastrigin}}; known: {', '.join(sorted(OPTIMIZEES))}, "
+            "or 'package.module:function'"
+        )
+    except Exception:  # noqa: BLE001 - a hint only
+        return None
+
+
 def _validator_class() -> Any:
     """Draft 2020-12, except that a float is never an integer (YAML's ``2.0`` is a float).
 
@@ -271,8 +290,8 @@ def _check_keys(value: Any, path: list[Any]) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ConfigError(
-                    f"{_dotted([*path, key])}: a key must be a string, got {_type_name(key)} "
-                    f"{key!r} (quote it)"
+                    f"{_dotted([*path, key])}: a key must be a string, got {_type_name(key)}"
+                    f"{'' if key is None else f' {key!r}'} (quote it)"
                 )
             _check_keys(item, [*path, key])
     elif isinstance(value, list):
@@ -280,10 +299,8 @@ def _check_keys(value: Any, path: list[Any]) -> None:
             _check_keys(item, [*path, index])
     elif isinstance(value, float) and not math.isfinite(value):
         where = _dotted(path) or "(top level)"
-        hint = (
-            " or null (null = the worst fitness)" if where == "evaluation.failure_fitness" else ""
-        )
-        raise ConfigError(f"{where}: must be a finite number{hint} (got {value})")
+        hint = " or null (null: the worst fitness)" if where.endswith("failure_fitness") else ""
+        raise ConfigError(f"{where}: must be a finite number{hint}, got {value}")
     elif value is not None and not isinstance(value, (str, int, float, bool)):
         where = _dotted(path) or "(top level)"
         raise ConfigError(
@@ -376,7 +393,9 @@ def _check_space(space: dict[str, Any]) -> None:
             )
         for bound in ("low", "high"):
             if bound not in spec:
-                raise ConfigError(f"{key}.{bound}: required for a {kind} parameter")
+                raise ConfigError(
+                    f"{key}.{bound}: required for a {kind} parameter (give low and high)"
+                )
         low, high = spec["low"], spec["high"]
         if not low < high:
             raise ConfigError(f"{key}.low: must be < high (got low={low}, high={high})")

@@ -165,6 +165,8 @@ class Engine:
             return exp.sample(generation)
         if op == "aggregate":
             return exp.aggregate(generation)
+        if op == "meta_test":
+            return exp.meta_test()
         if op == "evaluate":
             last = [0.0]
 
@@ -182,7 +184,7 @@ class Engine:
                 return exp.evaluate(generation, on_progress=progress, should_stop=should_stop)
             except Interrupted:
                 raise _ClientGone() from None
-        raise ValueError(f"unknown step {op!r} (allowed: sample, evaluate, aggregate, shutdown)")
+        raise ValueError(f"unknown step {op!r} (allowed: sample, evaluate, aggregate, meta_test, shutdown)")
 
     def _config(self, config_path: str | None) -> dict[str, Any]:
         if not config_path:

@@ -196,6 +196,63 @@ class Experiment:
         self.store.save_checkpoint(generation, opt.state_dict(), summary)
         return {"generation": generation, **summary}
 
+    # ------------------------------------------------------------------ after the last generation
+    @property
+    def meta_test_config(self) -> dict[str, Any] | None:
+        return self.config["optimizee"].get("meta_test")
+
+    def meta_test(self) -> dict[str, Any]:
+        """Re-evaluate the best individuals on held-out tasks never seen during optimisation.
+
+        The ``top_k`` best distinct individuals of the whole run are evaluated with the
+        meta-test task seed (disjoint from every generation's) and their scores stored on the
+        ``meta_test`` dimension (rank 0 = the best during optimisation).
+        """
+        from l2lflow.runner import Chunk, evaluate_chunk
+
+        settings = self.meta_test_config
+        if settings is None:
+            return {"meta_test": 0}
+        n = self.store.n_aggregated()
+        if n < self.generations:
+            raise StepError(f"cannot meta-test: only {n} of {self.generations} generations finished")
+        ranked = self.store.ranked_individuals(self.config["direction"])
+        chosen = ranked[: int(settings.get("top_k", 3))]
+        spec = self.evaluation_spec()
+        meta_seed = seeds.meta_test_seed(int(self.config["seed"]))
+        items = []
+        for rank, (g, i) in enumerate(chosen):
+            params = {name: values[i].item() for name, values in self.store.parameters(g).items()}
+            items.append(
+                {
+                    "generation": g,
+                    "individual": i,
+                    "seed": seeds.evaluation_seed(meta_seed, g, i),
+                    "params": params,
+                    "attempt": 0,
+                    "task_seed": meta_seed,
+                    "phase": "meta_test",
+                    "rank": rank,
+                }
+            )
+        client = self.pools().client_for(self.optimizee.needs_gpu)
+        resources = {"GPU": 1} if self.optimizee.needs_gpu else None
+        retries = int(self.config.get("evaluation", {}).get("retries", 1))
+        results: list[dict[str, Any]] = []
+        for item in items:
+            for attempt in range(retries + 1):
+                item["attempt"] = attempt
+                fut = client.submit(
+                    evaluate_chunk, spec, Chunk([item]), pure=False, resources=resources
+                )
+                result = fut.result()[0]
+                if result["ok"]:
+                    break
+            results.append({**result, "generation": item["generation"], "individual": item["individual"]})
+        self.store.write_meta_test(results)
+        scores = [r["fitness"] if r["ok"] else None for r in results]
+        return {"meta_test": len(results), "scores": scores}
+
     # ------------------------------------------------------------------ all in one process
     def run(self, *, on_progress: Callable[[Progress], None] | None = None) -> None:
         """Run every missing step up to ``generations`` (resumes where the store stands)."""
@@ -204,6 +261,8 @@ class Experiment:
                 self.sample(g)
                 self.evaluate(g, on_progress=on_progress)
                 self.aggregate(g)
+            if self.meta_test_config is not None:
+                self.meta_test()
         finally:
             self.close()
 

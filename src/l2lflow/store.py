@@ -427,6 +427,59 @@ class ResultStore:
         if self._n_aggregated is not None and generation >= self._n_aggregated:
             self._n_aggregated = generation + 1
 
+    def ranked_individuals(self, direction: str) -> list[tuple[int, int]]:
+        """(generation, individual) of every successful evaluation, best first (ties: earliest)."""
+        n = self.n_aggregated()
+        if n == 0:
+            return []
+        fitness = np.asarray(self.array("fitness")[:n, :], dtype=np.float64)
+        status = np.asarray(self.array("status")[:n, :])
+        ok = (status == DONE) & np.isfinite(fitness)
+        key = np.where(ok, fitness if direction == "minimize" else -fitness, np.inf)
+        order = np.argsort(key, axis=None, kind="stable")
+        flat = [divmod(int(k), fitness.shape[1]) for k in order if np.isfinite(key.flat[k])]
+        return [(int(g), int(i)) for g, i in flat]
+
+    def write_meta_test(self, results: list[dict[str, Any]]) -> None:
+        """Store meta-test results on the ``meta_test`` dimension (replacing earlier ones)."""
+        k = len(results)
+        for name in [n for n in self.root.array_keys() if n.startswith("meta_test")]:
+            del self.root[name]
+            self._arrays.pop(name, None)
+        columns: dict[str, tuple[Any, Any, list[Any]]] = {
+            "meta_test_generation": ("int64", -1, [r["generation"] for r in results]),
+            "meta_test_individual": ("int64", -1, [r["individual"] for r in results]),
+            "meta_test_fitness": ("float64", np.nan, [r["fitness"] if r["ok"] else np.nan for r in results]),
+            "meta_test_status": ("int8", PENDING, [DONE if r["ok"] else FAILED for r in results]),
+            "meta_test_error": (str, "", [r.get("error", "") for r in results]),
+        }
+        for m in sorted({m for r in results for m in r.get("metrics", {})}):
+            columns[f"meta_test_metric_{m}"] = (
+                "float64",
+                np.nan,
+                [r.get("metrics", {}).get(m, np.nan) for r in results],
+            )
+        for name, (dtype, fill, values) in columns.items():
+            arr = self.root.create_array(
+                name, shape=(k,), chunks=(max(k, 1),), dtype=dtype, fill_value=fill,
+                dimension_names=["meta_test"],
+            )
+            arr[:] = np.asarray(values, dtype=object if dtype is str else dtype)
+        dims_by_name = self.attrs.get("array_dims", {})
+        for a in sorted({a for r in results for a in r.get("arrays", {})}):
+            sample = next(np.asarray(r["arrays"][a]) for r in results if a in r.get("arrays", {}))
+            dims = dims_by_name.get(a, [f"{a}_dim_{j}" for j in range(sample.ndim)])
+            arr = self.root.create_array(
+                f"meta_test_{a}", shape=(k, *sample.shape), chunks=(max(k, 1), *sample.shape),
+                dtype="float64", fill_value=np.nan, dimension_names=["meta_test", *dims],
+            )
+            block = np.full((k, *sample.shape), np.nan)
+            for j, r in enumerate(results):
+                if a in r.get("arrays", {}):
+                    block[j] = r["arrays"][a]
+            arr[...] = block
+        _quiet_consolidate(self.path)
+
     def set_array_dims(self, array_dims: dict[str, tuple[str, ...]]) -> None:
         """Record the dimension names of an optimizee's array results (before they are written)."""
         dims = {k: list(v) for k, v in array_dims.items()}

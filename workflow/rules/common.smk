@@ -42,6 +42,8 @@ def step_file(generation, step):
 
 
 FINAL_TARGETS = [step_file(GENERATIONS - 1, "aggregated")]
+if CONFIG["optimizee"].get("meta_test") is not None:
+    FINAL_TARGETS.append(f"{STEPS}/meta_test.after_{GENERATIONS - 1:06d}")
 
 
 onsuccess:

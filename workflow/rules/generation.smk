@@ -49,3 +49,15 @@ rule aggregate:
         "../../envs/l2lflow.yaml"
     shell:
         STEP + " --generation {wildcards.generation} --sentinel {output}"
+
+
+rule meta_test:
+    """After the last generation: the best individuals on held-out tasks (learning to learn)."""
+    input:
+        step_file(GENERATIONS - 1, "aggregated"),
+    output:
+        f"{STEPS}/meta_test.after_{GENERATIONS - 1:06d}",
+    conda:
+        "../../envs/l2lflow.yaml"
+    shell:
+        STEP + f" --generation {GENERATIONS - 1} --sentinel {{output}}"

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import yaml
 from dask.utils import parse_bytes, parse_timedelta
 from dask_jobqueue import SLURMCluster
 from dask_jobqueue.core import JobQueueCluster
@@ -57,11 +58,12 @@ __all__ = [
     "job_script",
     "pool_defaults",
     "resolve_pool",
+    "scheduler_options",
     "slurm_cluster",
 ]
 
 #: Where the job script looks for a scheduler when none runs yet (job_script() only).
-_PLACEHOLDER_HOST = "<scheduler-address>:8786"
+_PLACEHOLDER_HOST = "SCHEDULER-HOST:8786"  # no <>: the script stays runnable
 
 
 def pool_defaults() -> dict[str, Any]:
@@ -142,6 +144,25 @@ def _dask_config_pool() -> dict[str, Any]:
 
 
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d\d):(\d\d)$")
+
+
+#: dask-jobqueue config section of pools without ``use_dask_config``: the package's own defaults,
+#: so that a user's ``jobqueue.slurm`` (e.g. a ``queue`` or ``account`` in ~/.config/dask) cannot
+#: leak into a pool whose ``partition``/``account`` is null (dask-jobqueue reads the config for
+#: every argument given as None).
+_PRISTINE_SECTION = "l2lflow-slurm"
+
+
+def _config_name(p: dict[str, Any]) -> str:
+    if p["use_dask_config"]:
+        return "slurm"
+    if dask.config.get(f"jobqueue.{_PRISTINE_SECTION}", default=None) is None:
+        import dask_jobqueue
+
+        shipped = Path(dask_jobqueue.__file__).with_name("jobqueue.yaml")
+        defaults = yaml.safe_load(shipped.read_text())["jobqueue"]["slurm"]
+        dask.config.update_defaults({"jobqueue": {_PRISTINE_SECTION: defaults}})
+    return _PRISTINE_SECTION
 
 
 def _walltime_seconds(walltime: str) -> int:
@@ -264,10 +285,12 @@ def _job_kwargs(p: dict[str, Any], name: str) -> dict[str, Any]:
         "worker_extra_args": args,
         "job_name": f"l2lflow-{name}",
         "gpus_per_job": p["gpus_per_job"],
+        "config_name": _config_name(p),
     }
 
 
-def _scheduler_options(p: dict[str, Any]) -> dict[str, Any]:
+def scheduler_options(p: dict[str, Any]) -> dict[str, Any]:
+    """``distributed.Scheduler`` keyword arguments of a resolved pool (dashboard, idle timeout)."""
     opts: dict[str, Any] = {"dashboard_address": p["dashboard_address"]}
     if p["idle_timeout"]:
         opts["idle_timeout"] = p["idle_timeout"]
@@ -437,7 +460,7 @@ def slurm_cluster(
         security=security,
         interface=p["interface"],
         credential_dir=_credential_dir(p["shared_temp_directory"], name),
-        scheduler_options=_scheduler_options(p),
+        scheduler_options=scheduler_options(p),
         **_job_kwargs(p, name),
     )
     if adaptive and p["max_jobs"] > 0:

@@ -1,0 +1,237 @@
+"""Job scripts of the Slurm worker pools, generated without Slurm (default suite).
+
+They check what a site would reject or, worse, silently run wrong: partition, account, GPUs,
+time, prologue, one single-threaded worker per process, one pinned worker per GPU, TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import dask
+import pytest
+import yaml
+from dask.utils import parse_bytes
+from distributed.security import Security
+
+from l2lflow.execution.slurm import (
+    job_script,
+    pool_defaults,
+    resolve_pool,
+    scheduler_options,
+    slurm_cluster,
+)
+
+PROFILES = Path(__file__).resolve().parents[1] / "profiles"
+
+
+def pools(profile: str) -> dict:
+    return yaml.safe_load((PROFILES / profile / "execution.yaml").read_text())["execution"]["pools"]
+
+
+@pytest.fixture(autouse=True)
+def budget(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("L2LFLOW_ACCOUNT", "jinb33")
+    return "jinb33"
+
+
+def worker_lines(script: str) -> list[str]:
+    return [line for line in script.splitlines() if "distributed.cli.dask_worker" in line]
+
+
+def memory_limit(line: str) -> float:
+    return parse_bytes(re.search(r"--memory-limit (\S+)", line).group(1))
+
+
+def assert_tls(script: str) -> None:
+    for line in worker_lines(script):
+        assert " tls://" in line and "--protocol tls://" in line
+        for flag in ("--tls-ca-file", "--tls-cert", "--tls-key"):
+            assert re.search(rf"{flag} /\S+", line), flag
+
+
+def test_juwels_cpu_pool() -> None:
+    script = job_script(pools("juwels")["cpu"], "cpu", Security.temporary())
+    for line in (
+        "#SBATCH -p batch",
+        "#SBATCH -A jinb33",
+        "#SBATCH --cpus-per-task=48",
+        "#SBATCH -t 02:00:00",
+        "module load Stages/2025 GCC Python",
+        'source "${L2LFLOW_VENV:-$VIRTUAL_ENV}/bin/activate"',
+        "export OMP_NUM_THREADS=2",
+    ):
+        assert line in script.splitlines(), line
+    assert "#SBATCH --mem" not in script  # whole nodes: skipped
+    (line,) = worker_lines(script)
+    assert "--nworkers 24" in line and "--nthreads 1" in line
+    assert "--interface ib0" in line
+    assert "--lifetime 110m --lifetime-stagger 4m" in line
+    assert memory_limit(line) == pytest.approx(80e9 / 24, rel=0.01)
+    # a CPU pool carries no GPU resource and pins nothing
+    assert "GPU" not in script and "CUDA_VISIBLE_DEVICES" not in script and "gres" not in script
+    assert_tls(script)
+
+
+def check_gpu_pool(script: str, name: str, gpus: int, per_worker_bytes: float) -> None:
+    lines = worker_lines(script)
+    assert len(lines) == gpus
+    for i, line in enumerate(lines):
+        assert line.startswith(f"CUDA_VISIBLE_DEVICES=${{L2L_GPUS[{i}]}} ")
+        assert line.endswith(" &")
+        assert f"--name {name}-0-{i} " in line
+        assert "--nthreads 1" in line and "--nworkers" not in line
+        assert "--resources GPU=1" in line
+        assert memory_limit(line) == pytest.approx(per_worker_bytes, rel=0.01)
+    assert script.rstrip().splitlines()[-2:] == [
+        "wait",
+        "wait  # again, if a signal interrupted the first one",
+    ]
+    assert_tls(script)
+
+
+def test_juwels_gpu_pool() -> None:
+    script = job_script(pools("juwels")["gpu"], "gpu", Security.temporary())
+    header = script.splitlines()
+    for line in ("#SBATCH -p gpus", "#SBATCH -A jinb33", "#SBATCH --gres=gpu:4"):
+        assert line in header, line
+    assert "#SBATCH --cpus-per-task=40" in header and "#SBATCH -t 02:00:00" in header
+    assert "module load Stages/2025 GCC Python" in header
+    assert "export OMP_NUM_THREADS=10" in header
+    check_gpu_pool(script, "gpu", 4, 160e9 / 4)
+
+
+def test_juwels_booster_pools() -> None:
+    booster = pools("juwels-booster")
+    script = job_script(booster["gpu"], "gpu", Security.temporary())
+    header = script.splitlines()
+    for line in (
+        "#SBATCH -p booster",
+        "#SBATCH -A jinb33",
+        "#SBATCH --gres=gpu:4",
+        "#SBATCH --cpus-per-task=48",
+        "#SBATCH -t 04:00:00",
+        "module load Stages/2025 GCC Python",
+        "export OMP_NUM_THREADS=12",
+    ):
+        assert line in header, line
+    assert "#SBATCH --mem" not in script
+    check_gpu_pool(script, "gpu", 4, 100e9)
+    cpu = job_script(booster["cpu"], "cpu", Security.temporary())
+    assert "--nworkers 48" in cpu and "GPU" not in cpu and "gres" not in cpu
+
+
+def test_pinning_shell_logic(tmp_path: Path) -> None:
+    """Run the generated launcher with a fake interpreter that prints its GPU and its name."""
+    fake = tmp_path / "fake-python"
+    fake.write_text('#!/bin/sh\necho "gpu=$CUDA_VISIBLE_DEVICES name=$5"\n')
+    fake.chmod(0o755)
+    script = tmp_path / "job.sh"
+    script.write_text(job_script({"cores": 2, "gpus_per_job": 2, "python": str(fake)}, "g"))
+
+    def run(visible: str | None) -> tuple[list[str], str]:
+        env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+        if visible is not None:
+            env["CUDA_VISIBLE_DEVICES"] = visible
+        out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return sorted(out.stdout.split("\n"))[1:], out.stderr
+
+    # the i-th GPU Slurm granted, not the index i (shared nodes without device cgroups)
+    assert run("5,7")[0] == ["gpu=5 name=g-0-0", "gpu=7 name=g-0-1"]
+    assert run(None)[0] == ["gpu=0 name=g-0-0", "gpu=1 name=g-0-1"]
+    lines, err = run("3")  # fewer than asked for: said loudly, then 0..N-1
+    assert lines == ["gpu=0 name=g-0-0", "gpu=1 name=g-0-1"] and "need 2" in err
+
+
+def test_one_gpu_job_keeps_the_plain_worker_name() -> None:
+    (line,) = worker_lines(job_script({"gpus_per_job": 1}, "gpu"))
+    assert "--name gpu-0 " in line and "--resources GPU=1" in line
+    assert "#SBATCH --gres=gpu:1" in job_script({"gpus_per_job": 1}, "gpu")
+
+
+def test_without_security_the_script_is_plain_tcp() -> None:
+    script = job_script({}, "cpu")
+    assert " tcp://" in script and "--tls-" not in script and "tls://" not in script
+
+
+def test_local_slurm_profile() -> None:
+    local = pools("local-slurm")
+    cpu = job_script(local["cpu"], "cpu", Security.temporary())
+    assert "#SBATCH -p batch" in cpu and "#SBATCH -A ci" in cpu and "--interface lo" in cpu
+    assert "GPU" not in cpu
+    gpu = job_script(local["gpu"], "gpu", Security.temporary())
+    assert "#SBATCH -p gpus" in gpu and "#SBATCH --gres=gpu:1" in gpu
+    check_gpu_pool(gpu.replace("--name gpu-0 ", "--name gpu-0-0 "), "gpu", 1, 1e9)
+
+
+@pytest.mark.parametrize("profile", ["juwels", "juwels-booster", "slurm", "local-slurm"])
+def test_every_profile_pool_resolves(profile: str) -> None:
+    for name, pool in pools(profile).items():
+        p = resolve_pool(pool)
+        assert p["cores"] % p["processes"] == 0, name
+        assert (p["gpus_per_job"] > 0) == (name == "gpu")
+
+
+def test_scheduler_options_idle_timeout_and_local_dashboard() -> None:
+    opts = scheduler_options(resolve_pool({"idle_timeout": 20}))
+    assert opts["idle_timeout"] == 20 and opts["dashboard_address"] == "127.0.0.1:0"
+    assert "idle_timeout" not in scheduler_options(resolve_pool({"idle_timeout": None}))
+
+
+def test_pool_from_dask_jobqueue_config() -> None:
+    user = {
+        "queue": "dq",
+        "account": "acc",
+        "cores": 4,
+        "memory": "8GB",
+        "walltime": "03:00:00",
+        "job-script-prologue": ["module load X"],
+        "interface": "ib0",
+    }
+    with dask.config.set({f"jobqueue.slurm.{k}": v for k, v in user.items()}):
+        script = job_script({"use_dask_config": True, "walltime": "00:30:00"}, "cpu")
+    header = script.splitlines()
+    for line in ("#SBATCH -p dq", "#SBATCH -A acc", "#SBATCH --cpus-per-task=4"):
+        assert line in header, line
+    assert "#SBATCH -t 00:30:00" in header  # given keys win over the dask config
+    assert "module load X" in header and "--interface ib0" in script
+    assert "--nworkers 4" in script and "--nthreads 1" in script
+    # without the flag the dask config is ignored
+    with dask.config.set({f"jobqueue.slurm.{k}": v for k, v in user.items()}):
+        assert "#SBATCH -p dq" not in job_script({}, "cpu")
+
+
+@pytest.mark.parametrize(
+    "pool, message",
+    [
+        ({"partiton": "batch"}, "unknown pool keys"),
+        ({"gpus_per_job": 4, "processes": 2, "cores": 4}, "one worker per GPU"),
+        ({"cores": 2, "processes": 4}, "processes <= cores"),
+        ({"walltime": "01:00:00", "lifetime": "58m", "lifetime_stagger": "4m"}, "before the"),
+        ({"walltime": "60"}, "HH:MM:SS"),
+        ({"account": "${L2LFLOW_NO_SUCH_VARIABLE}"}, "unset environment variable"),
+        ({"min_jobs": 3, "max_jobs": 1}, "min_jobs"),
+    ],
+)
+def test_bad_pools_are_refused_before_submitting(pool: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_pool(pool)
+
+
+def test_no_cluster_without_tls() -> None:
+    with pytest.raises(ValueError, match="TLS"):
+        slurm_cluster({}, name="cpu", security=None)
+
+
+def test_defaults_cover_the_documented_keys() -> None:
+    documented = {
+        "partition", "account", "cores", "processes", "memory", "walltime", "gpus_per_job",
+        "job_extra_directives", "prologue", "interface", "min_jobs", "max_jobs", "lifetime",
+        "idle_timeout", "local_directory", "log_directory", "python", "dashboard_address",
+        "use_dask_config",
+    }  # fmt: skip
+    assert documented <= set(pool_defaults())
