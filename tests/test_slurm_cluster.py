@@ -65,19 +65,24 @@ def wait_until(predicate, timeout: float, step: float = 0.25) -> float:
     return time.monotonic() - t0
 
 
-def tls_without_client_cert_refused(address: str, ca_file: Path) -> bool:
-    """Speak TLS to the scheduler trusting its CA but showing no certificate of our own.
+def tls_refused(address: str, ca_file: Path, cert: Path | None = None) -> bool:
+    """Speak TLS to the scheduler, trusting its CA, with or without a client certificate.
 
-    (A distributed ``Client`` cannot even try: it wants a certificate before it connects.)
+    (A distributed ``Client`` cannot even try without one: it fails before connecting.) With TLS
+    1.3 the server's refusal arrives on the first read; an accepted connection just waits for a
+    Dask message, so the read times out.
     """
     host, port = address.removeprefix("tls://").rsplit(":", 1)
     ctx = ssl.create_default_context(cafile=str(ca_file))
     ctx.check_hostname = False
-    with socket.create_connection((host, int(port)), timeout=5) as raw:
+    if cert is not None:
+        ctx.load_cert_chain(cert)
+    with socket.create_connection((host, int(port)), timeout=2) as raw:
         try:
             with ctx.wrap_socket(raw) as tls:
-                tls.sendall(b"hello")
-                return tls.recv(1) == b""  # TLS 1.3: the refusal arrives with the first read
+                return tls.recv(1) == b""
+        except TimeoutError:
+            return False
         except (ssl.SSLError, ConnectionError):
             return True
 
@@ -125,7 +130,14 @@ def test_tls_pool_scales_runs_refuses_strangers_and_cleans_up(pool: dict, tmp_pa
         with pytest.raises((OSError, TimeoutError)):
             Client(plain, timeout=3)
         ca_file = next(cred_dir.glob(".dask-jobqueue.worker.ca_file.*"))
-        assert tls_without_client_cert_refused(cluster.scheduler_address, ca_file)
+        assert tls_refused(cluster.scheduler_address, ca_file)
+        # control: the same probe with the workers' certificate (key in the same PEM) gets in
+        pem = tmp_path / "worker.pem"
+        pem.write_text(
+            next(cred_dir.glob(".dask-jobqueue.worker.cert.*")).read_text()
+            + next(cred_dir.glob(".dask-jobqueue.worker.key.*")).read_text()
+        )
+        assert not tls_refused(cluster.scheduler_address, ca_file, cert=pem)
         with pytest.raises((OSError, TimeoutError)):
             Client(cluster.scheduler_address, security=Security.temporary(), timeout=3)
         client.close()
@@ -146,9 +158,7 @@ def test_gpu_pool_worker_is_pinned_and_advertises_one_gpu(pool: dict) -> None:
             assert worker["resources"] == {"GPU": 1} and worker["nthreads"] == 1
 
             def where() -> tuple[str | None, str | None]:
-                return os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get(
-                    "SLURM_JOB_PARTITION"
-                )
+                return os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("SLURM_JOB_PARTITION")
 
             visible, partition = client.submit(where, resources={"GPU": 1}).result(timeout=30)
     assert partition == "gpus"
@@ -184,13 +194,15 @@ def test_multiworker_jobs_are_replaced_after_their_lifetime(pool: dict) -> None:
         with slurm_cluster(short, name="life", security=True) as cluster:
             with Client(cluster) as client:
                 client.wait_for_workers(2, timeout=60)
-                first = job_ids(client)
-                wait_until(
-                    lambda: len(client.scheduler_info()["workers"]) == 2
-                    and job_ids(client) != first,
-                    timeout=45,
-                    step=0.5,
-                )
+                first_jobs, first = job_ids(client), set(client.scheduler_info()["workers"])
+
+                def replaced() -> bool:
+                    now = set(client.scheduler_info()["workers"])
+                    return len(now) == 2 and not now & first
+
+                elapsed = wait_until(replaced, timeout=45, step=0.5)
+                print(f"\nthe 2-worker job was replaced {elapsed:.1f} s after it started")
+                assert job_ids(client) != first_jobs
 
 
 CHILD = """

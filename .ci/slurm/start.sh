@@ -52,10 +52,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   policy_added=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; policy_added=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT   # also when apt-get fails
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  if [ $policy_added = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+  if [ $policy_added = 1 ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 [ -s /etc/munge/munge.key ] || { log "creating munge key"; mungekey --create --keyfile=/etc/munge/munge.key; }
 chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key

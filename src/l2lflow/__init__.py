@@ -14,6 +14,7 @@ __all__ = ["open_results", "load_config", "Experiment", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name == "open_results":
+        import l2lflow.accessor  # noqa: F401  (registers the ds.l2l accessor)
         from l2lflow.store import open_results
 
         return open_results

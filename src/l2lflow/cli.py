@@ -104,11 +104,20 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other l2lflow error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"l2lflow: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="l2lflow", description="Learning-to-learn experiments with Snakemake, Dask and Zarr."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     p = sub.add_parser("validate", help="check an experiment config and say what is wrong")
     p.add_argument("config", type=Path)

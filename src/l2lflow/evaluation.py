@@ -90,6 +90,7 @@ def evaluate_generation(
     names = list(params)
     retries = int(config.get("evaluation", {}).get("retries", 1))
     fail_value = failure_fitness(config)
+    batch_size = int(config.get("evaluation", {}).get("batch_size") or len(status))
 
     def item(i: int, attempt: int) -> dict[str, Any]:
         return {
@@ -114,8 +115,11 @@ def evaluate_generation(
         nonlocal workers
         workers = max(1, _worker_count(client)) if not in_flight else workers
         while queue and len(in_flight) < workers * CHUNKS_PER_WORKER:
-            size = _chunk_size(runtimes, len(queue), workers)
-            chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
+            if spec.batched:
+                chunk = _next_batch(queue, batch_size, retries)
+            else:
+                size = _chunk_size(runtimes, len(queue), workers)
+                chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
             fut = client.submit(
                 evaluate_chunk,
                 spec,
@@ -231,6 +235,20 @@ def _previous_runtimes(store: ResultStore, generation: int) -> list[float]:
         if rt.size:
             return rt.tolist()[-256:]
     return []
+
+
+def _next_batch(queue: deque, batch_size: int, retries: int) -> list[tuple[int, int]]:
+    """The next batch for a batched optimizee: individuals of one attempt level.
+
+    A failed batch is retried in halves (attempt 1: half the batch size, ...) and, at its last
+    attempt, one individual at a time, so that one bad individual cannot fail the others.
+    """
+    attempt = queue[0][1]
+    size = 1 if attempt >= retries and attempt > 0 else max(1, batch_size >> attempt)
+    chunk = []
+    while queue and len(chunk) < size and queue[0][1] == attempt:
+        chunk.append(queue.popleft())
+    return chunk
 
 
 def _chunk_size(runtimes: list[float], remaining: int, workers: int) -> int:

@@ -122,7 +122,23 @@ class Experiment:
             experiment_seed=int(self.config["seed"]),
             scratch_root=str((self.results_dir / "scratch").resolve()),
             isolate=bool(evaluation.get("isolate", True)),
+            batched=self.optimizee.batched,
         )
+
+    def pool_name(self) -> str:
+        """Which worker pool evaluates this optimizee: ``gpu`` or ``cpu``.
+
+        ``evaluation.device`` decides: ``gpu``/``cpu`` force it; ``auto`` sends optimizees that
+        need a GPU to the GPU pool, and those that merely prefer one there when the run has one.
+        """
+        device = self.config.get("evaluation", {}).get("device", "auto")
+        if device in ("gpu", "cpu"):
+            return device
+        if self.optimizee.needs_gpu:
+            return "gpu"
+        if self.optimizee.prefers_gpu and "gpu" in self.pools().clients:
+            return "gpu"
+        return "cpu"
 
     def pools(self):
         if self._pools is None:
@@ -148,7 +164,8 @@ class Experiment:
             raise StepError(f"cannot evaluate generation {generation}: it is not sampled yet")
         if not np.any(self.store.status(generation) == PENDING):
             return {"generation": generation, "evaluated": 0}
-        client = self.pools().client_for(self.optimizee.needs_gpu)
+        pool = self.pool_name()
+        client = self.pools().client(pool)
         progress = evaluate_generation(
             client,
             self.store,
@@ -158,7 +175,7 @@ class Experiment:
             task_seed=seeds.task_seed(int(self.config["seed"]), generation),
             on_progress=on_progress,
             should_stop=should_stop,
-            resources={"GPU": 1} if self.optimizee.needs_gpu else None,
+            resources={"GPU": 1} if pool == "gpu" else None,
         )
         return {"generation": generation, **progress.as_dict()}
 
@@ -235,8 +252,9 @@ class Experiment:
                     "rank": rank,
                 }
             )
-        client = self.pools().client_for(self.optimizee.needs_gpu)
-        resources = {"GPU": 1} if self.optimizee.needs_gpu else None
+        pool = self.pool_name()
+        client = self.pools().client(pool)
+        resources = {"GPU": 1} if pool == "gpu" else None
         retries = int(self.config.get("evaluation", {}).get("retries", 1))
         results: list[dict[str, Any]] = []
         for item in items:

@@ -47,6 +47,8 @@ class EvaluationSpec:
     scratch_root: str | None = None
     #: run in a sandbox process (timeouts and crash isolation); False runs in the worker itself
     isolate: bool = True
+    #: the optimizee evaluates a whole chunk in one call (see optimizees.base)
+    batched: bool = False
 
 
 # ---------------------------------------------------------------------------- one evaluation
@@ -185,6 +187,86 @@ def run_one(spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
         log.removeHandler(handler)
 
 
+def run_batch(spec: EvaluationSpec, items: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluate a chunk with one call of a batched optimizee; one result per item, in order.
+
+    An exception fails the whole batch (the engine retries it in smaller pieces); a NaN fails
+    only its own individual.
+    """
+    from l2lflow.optimizees.base import EvaluationContext
+
+    if not spec.batched:
+        return [run_one(spec, item) for item in items]
+    handler = _ListHandler()
+    log = _EVALUATION_LOG
+    log.addHandler(handler)
+    start = time.perf_counter()
+    try:
+        optimizee = _optimizee(spec.optimizee)
+        contexts = [
+            EvaluationContext(
+                generation=int(item["generation"]),
+                individual=int(item["individual"]),
+                seed=int(item["seed"]),
+                attempt=int(item.get("attempt", 0)),
+                threads=spec.threads,
+                scratch_root=spec.scratch_root,
+                experiment_seed=spec.experiment_seed,
+                task_seed=int(item.get("task_seed", 0)),
+                phase=str(item.get("phase", "optimize")),
+                log=log,
+            )
+            for item in items
+        ]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values = optimizee.function(
+                [dict(item["params"]) for item in items],
+                [int(item["seed"]) for item in items],
+                contexts=contexts,
+                **spec.options,
+            )
+        for w in caught:
+            handler.lines.append(f"WARNING {w.category.__name__}: {w.message}")
+        values = list(values)
+        if len(values) != len(items):
+            raise ValueError(
+                f"the batched optimizee returned {len(values)} results for {len(items)} individuals"
+            )
+    except BaseException as exc:  # noqa: BLE001 - the whole batch failed
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        text = "".join(traceback.format_exception(exc))
+        runtime = (time.perf_counter() - start) / max(1, len(items))
+        return [_failure(item, "exception", text, runtime, "\n".join(handler.lines)) for item in items]
+    finally:
+        log.removeHandler(handler)
+    runtime = (time.perf_counter() - start) / max(1, len(items))
+    out = []
+    for item, value in zip(items, values, strict=True):
+        try:
+            fitness, metrics, arrays = _normalise(value, spec.fitness_key)
+        except Exception as exc:  # noqa: BLE001 - a malformed result fails its individual
+            out.append(_failure(item, "exception", f"{type(exc).__name__}: {exc}", runtime))
+            continue
+        if not math.isfinite(fitness):
+            out.append(_failure(item, "nonfinite", f"fitness is {fitness!r}", runtime))
+            continue
+        out.append(
+            {
+                "individual": item["individual"],
+                "ok": True,
+                "fitness": fitness,
+                "metrics": metrics,
+                "arrays": arrays,
+                "runtime": runtime,
+                "error": "",
+                "log": "\n".join(handler.lines),
+            }
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------- the sandbox
 def _set_parent_death_signal() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (no orphans, even mid-C-call)."""
@@ -213,8 +295,12 @@ def _sandbox_main() -> None:
             spec, items = receive.recv()
         except (EOFError, OSError):
             return
-        for item in items:
-            send.send(run_one(spec, item))
+        if spec.batched:
+            for result in run_batch(spec, items):
+                send.send(result)
+        else:
+            for item in items:
+                send.send(run_one(spec, item))
 
 
 class Sandbox:
@@ -332,7 +418,7 @@ def evaluate_chunk(spec: EvaluationSpec, items: list[dict[str, Any]]) -> list[di
     where = worker_identity()
     results: list[dict[str, Any]] = []
     if not spec.isolate:
-        results = [run_one(spec, item) for item in items]
+        results = run_batch(spec, items)
     else:
         with _SANDBOX_LOCK:  # one chunk per sandbox at a time
             todo = list(items)

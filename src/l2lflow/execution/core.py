@@ -23,9 +23,8 @@ class WorkerPools:
     clusters: dict[str, Any] = field(default_factory=dict)
     clients: dict[str, Any] = field(default_factory=dict)
 
-    def client_for(self, needs_gpu: bool):
-        """The client whose workers may run an evaluation (GPU work only on GPU workers)."""
-        name = "gpu" if needs_gpu else "cpu"
+    def client(self, name: str):
+        """The client of pool ``name`` (GPU work only ever goes to the ``gpu`` pool)."""
         if name not in self.clients:
             raise RuntimeError(
                 f"this optimizee needs a '{name}' worker pool, but the run has only: "
@@ -58,9 +57,15 @@ def start_pools(execution: dict[str, Any], *, local_directory: str | None = None
         if execution.get("backend", "local") == "local":
             from l2lflow.execution.local import start_local_cluster
 
+            from l2lflow.execution.local import local_gpus, start_local_gpu_cluster
+
             cluster = start_local_cluster(execution, local_directory=local_directory)
             pools.clusters["cpu"] = cluster
             pools.clients["cpu"] = Client(cluster, set_as_default=False)
+            if execution.get("gpu", "auto") == "auto" and local_gpus():
+                gpu = start_local_gpu_cluster(execution, local_directory=local_directory)
+                pools.clusters["gpu"] = gpu
+                pools.clients["gpu"] = Client(gpu, set_as_default=False)
         else:
             from l2lflow.execution.slurm import slurm_cluster
 

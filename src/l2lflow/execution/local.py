@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 from typing import Any
 
 
@@ -23,7 +25,33 @@ def local_worker_count(execution: dict[str, Any]) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def start_local_cluster(execution: dict[str, Any], *, local_directory: str | None = None):
+def local_gpus() -> list[str]:
+    """Indices of the CUDA GPUs on this machine (``nvidia-smi -L``), empty without any."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if out.returncode != 0:
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def start_local_gpu_cluster(execution: dict[str, Any], *, local_directory: str | None = None):
+    """One worker on the first local GPU, advertising ``GPU=1`` (the local ``gpu`` pool)."""
+    gpu = local_gpus()[0]
+    return start_local_cluster(
+        {**execution, "workers": 1},
+        local_directory=local_directory,
+        resources={"GPU": 1},
+        env={"CUDA_VISIBLE_DEVICES": gpu},
+    )
+
+
+def start_local_cluster(
+    execution: dict[str, Any], *, local_directory: str | None = None, **worker_kwargs: Any
+):
     """Start a TLS-secured ``LocalCluster`` and return it (the caller makes the Client)."""
     import dask
     from distributed import LocalCluster
@@ -47,5 +75,6 @@ def start_local_cluster(execution: dict[str, Any], *, local_directory: str | Non
             silence_logs=logging.ERROR,
             local_directory=local_directory,
             memory_limit=execution.get("memory_limit", "auto"),
+            **worker_kwargs,
         )
     return cluster

@@ -36,6 +36,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -46,10 +47,32 @@ from typing import Any
 import dask
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
-from dask_jobqueue import SLURMCluster
-from dask_jobqueue.core import JobQueueCluster
-from dask_jobqueue.slurm import SLURMJob
 from distributed.security import Security
+
+
+def _import_dask_jobqueue() -> None:
+    """Import dask_jobqueue without its import-time ``signal.signal(SIGINT, ...)``.
+
+    dask_jobqueue 0.9.0's ``runner`` module sets a SIGINT handler when imported (also by
+    ``import dask_jobqueue``): outside the main thread that raises ``ValueError: signal only
+    works in main thread`` (the engine starts pools from a request thread), and in the main
+    thread it replaces the process's own Ctrl-C handling with ``sys.exit()``.
+    """
+    if "dask_jobqueue.runner" in sys.modules:
+        return
+    original = signal.signal
+    signal.signal = lambda signum, handler: signal.getsignal(signum)  # type: ignore[assignment]
+    try:
+        import dask_jobqueue.runner  # noqa: F401
+    finally:
+        signal.signal = original
+
+
+_import_dask_jobqueue()
+
+from dask_jobqueue import SLURMCluster  # noqa: E402
+from dask_jobqueue.core import JobQueueCluster  # noqa: E402
+from dask_jobqueue.slurm import SLURMJob  # noqa: E402
 
 __all__ = [
     "L2LSLURMCluster",

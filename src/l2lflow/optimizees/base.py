@@ -11,8 +11,15 @@ only when the function declares it. A float return is the fitness; a dict return
 metrics (the config's ``optimizee.fitness`` names the one that is the fitness), and numpy arrays
 in it land in the store on ``(generation, individual, ...)``.
 
-Registered optimizees carry *capabilities*: whether they need a GPU, and whether they can
-evaluate a batch of individuals in one call.
+Registered optimizees carry *capabilities*: whether they need (or prefer) a GPU, and whether
+they can evaluate a *batch* of individuals in one call. A batched optimizee is called as::
+
+    def my_batched(params: list[dict], seeds: list[int], *, contexts: list[EvaluationContext],
+                   **options) -> list[float | dict]
+
+with one entry per individual, and must give each individual the same result whatever the
+batch it is in (per-individual seeds, no cross-talk), so that the batch size never changes a
+result.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ class Optimizee:
     name: str
     function: Callable[..., Any]
     needs_gpu: bool = False
+    #: runs on a CPU too, but belongs on a GPU worker when the run has a GPU pool
+    prefers_gpu: bool = False
     batched: bool = False
     #: array results by name -> names of their own dimensions, e.g. {"task_accuracy": ("task",)}
     array_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -57,6 +66,7 @@ def register_optimizee(
     name: str,
     *,
     needs_gpu: bool = False,
+    prefers_gpu: bool = False,
     batched: bool = False,
     array_dims: dict[str, tuple[str, ...]] | None = None,
     meta_test: bool = False,
@@ -71,6 +81,7 @@ def register_optimizee(
             name,
             fn,
             needs_gpu=needs_gpu,
+            prefers_gpu=prefers_gpu,
             batched=batched,
             array_dims=dict(array_dims or {}),
             meta_test=meta_test,

@@ -1,0 +1,85 @@
+"""NEST throughput: does the pipeline keep 2 workers busy with real simulations?
+
+16 Brunel individuals (2,500 neurons, 1 s of biological time each) as one generation through
+the pipeline (engine steps sample → evaluate → aggregate, Dask LocalCluster with 2 worker
+processes, evaluations in sandboxes, results into the Zarr store), and the same 16 simulations
+(same parameters, same seeds) one after the other in this process, in the same run. NEST is
+imported once per worker in the pipeline and once here, and both imports are timed. The cluster
+start (a once-per-run cost) is reported apart.
+
+Last line: ``efficiency=<(sequential time / pipeline time) / workers>``. Target >= 0.90.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--individuals", type=int, default=16)
+    parser.add_argument("--neurons", type=int, default=2500)
+    parser.add_argument("--sim-ms", type=float, default=1000.0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    from l2lflow.config import validate_config
+    from l2lflow.experiment import Experiment
+    from l2lflow.optimizees.nest.brunel import DEFAULT_SPACE
+
+    options = {"n_neurons": args.neurons, "sim_time_ms": args.sim_ms}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = validate_config(
+            {
+                "name": "nest-throughput",
+                "seed": 3,
+                "generations": 1,
+                "population_size": args.individuals,
+                "optimizer": {"name": "random"},
+                "optimizee": {"name": "nest.brunel", "options": options},
+                "space": DEFAULT_SPACE,
+                "execution": {"workers": args.workers},
+                "results": str(Path(tmp) / "results"),
+            }
+        )
+        exp = Experiment(config)
+        t0 = time.perf_counter()
+        exp.pools()
+        cluster_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        exp.sample(0)
+        exp.evaluate(0)
+        exp.aggregate(0)
+        pipeline_s = time.perf_counter() - t0
+        params = exp.store.parameters(0)
+        seeds = exp.store.seeds(0)
+        stored = exp.store.fitness(0)
+        exp.close()
+
+    from l2lflow.optimizees.base import EvaluationContext
+    from l2lflow.optimizees.nest.brunel import brunel
+
+    t0 = time.perf_counter()
+    import nest  # noqa: F401  (timed: the pipeline's workers pay it too)
+
+    sequential = []
+    for i in range(args.individuals):
+        p = {name: values[i].item() for name, values in params.items()}
+        ctx = EvaluationContext(generation=0, individual=i, seed=int(seeds[i]))
+        sequential.append(brunel(p, int(seeds[i]), context=ctx, **options)["fitness"])
+    sequential_s = time.perf_counter() - t0
+    same = all(a == b for a, b in zip(sequential, stored, strict=True))
+
+    print(f"cluster start (once per run): {cluster_s:.2f} s")
+    print(f"pipeline: {pipeline_s:.2f} s for {args.individuals} simulations of {args.neurons} "
+          f"neurons × {args.sim_ms:.0f} ms on {args.workers} workers")
+    print(f"sequential in one process: {sequential_s:.2f} s (same fitness bitwise: {same})")
+    efficiency = (sequential_s / pipeline_s) / args.workers
+    print(f"efficiency={efficiency:.3f}")
+
+
+if __name__ == "__main__":
+    main()
