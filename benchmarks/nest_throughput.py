@@ -74,8 +74,10 @@ def main() -> None:
     same = all(a == b for a, b in zip(sequential, stored, strict=True))
 
     print(f"cluster start (once per run): {cluster_s:.2f} s")
-    print(f"pipeline: {pipeline_s:.2f} s for {args.individuals} simulations of {args.neurons} "
-          f"neurons × {args.sim_ms:.0f} ms on {args.workers} workers")
+    print(
+        f"pipeline: {pipeline_s:.2f} s for {args.individuals} simulations of {args.neurons} "
+        f"neurons × {args.sim_ms:.0f} ms on {args.workers} workers"
+    )
     print(f"sequential in one process: {sequential_s:.2f} s (same fitness bitwise: {same})")
     efficiency = (sequential_s / pipeline_s) / args.workers
     print(f"efficiency={efficiency:.3f}")
