@@ -63,8 +63,11 @@ class Engine:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # stale socket of a dead engine (we hold the lock, so it is dead)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(path)
-        os.chmod(path, 0o600)  # only this user may talk to the engine
+        old_umask = os.umask(0o177)  # only this user may talk to the engine, from the start
+        try:
+            server.bind(path)
+        finally:
+            os.umask(old_umask)
         server.listen(16)
         server.settimeout(0.2)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
