@@ -15,10 +15,10 @@ import sys
 # breaks near 300 generations)
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 200000))
 
-configfile: "config/config.yaml"
-
+# the experiment: --configfile FILE, else config/config.yaml (see workflow/rules/common.smk)
 include: "workflow/rules/common.smk"
 include: "workflow/rules/generation.smk"
+include: "workflow/rules/report.smk"
 
 rule all:
     input:

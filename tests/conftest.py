@@ -18,10 +18,10 @@ def local_slurm() -> dict[str, str]:
         pytest.skip("no Slurm: sinfo not found (start one with .ci/slurm/start.sh)")
     try:
         out = subprocess.run(
-            ["sinfo", "-h", "-o", "%R %t"], capture_output=True, text=True, timeout=10
+            ["sinfo", "-h", "-o", "%R %t"], capture_output=True, text=True, timeout=5
         )
     except subprocess.TimeoutExpired:
-        pytest.skip("no Slurm: sinfo did not answer within 10 s (.ci/slurm/start.sh)")
+        pytest.skip("no Slurm: sinfo did not answer within 5 s (.ci/slurm/start.sh)")
     if out.returncode != 0 or not out.stdout.strip():
         reason = (out.stderr.strip() or "no partitions").splitlines()[-1]
         pytest.skip(f"no Slurm: sinfo failed ({reason}); start one with .ci/slurm/start.sh")

@@ -60,7 +60,9 @@ class L2LAccessor:
         """The names of the parameters, in the order of the config's ``space``."""
         names = self.meta.get("parameters")
         if names is None:
-            names = [k for k, v in self._ds.data_vars.items() if v.attrs.get("l2l_role") == "parameter"]
+            names = [
+                k for k, v in self._ds.data_vars.items() if v.attrs.get("l2l_role") == "parameter"
+            ]
         return [n for n in names if n in self._ds]
 
     @property
@@ -264,15 +266,18 @@ class L2LAccessor:
         data.update(self._rows(g, i, self.parameters))
         return pd.DataFrame(data)
 
-    def to_dataframe(self, *, provenance: bool = True, include_pending: bool = True) -> pd.DataFrame:
+    def to_dataframe(
+        self, *, provenance: bool = True, include_pending: bool = True
+    ) -> pd.DataFrame:
         """One row per evaluation: generation, individual, parameters, fitness, status, seed,
-        metrics (``metric_<name>``) and, with ``provenance``, runtime, attempts, worker,
-        finished_at and error (logs and per-task arrays are left out: see ``ds.task_accuracy``).
+        metrics (``metric_<name>``), any other variable on (generation, individual) and, with
+        ``provenance``, runtime, attempts, worker, finished_at and error (logs and arrays such
+        as per-task scores are left out: see ``ds.task_accuracy``).
 
         ``status`` is 0 pending, 1 done, 2 failed; ``include_pending=False`` drops the pending.
         """
         ds = self._ds
-        n_gen = int(np.asarray(ds["status"].shape[0]))
+        n_gen = int(ds["status"].shape[0])
         pop = int(ds.sizes["individual"])
         g, i = np.divmod(np.arange(n_gen * pop), pop)
         data: dict[str, Any] = {
@@ -280,6 +285,12 @@ class L2LAccessor:
             "individual": np.asarray(ds["individual"].values)[i].astype(np.int64),
         }
         columns = [*self.parameters, "fitness", "status", "seed", *self.metrics]
+        # anything else on (generation, individual), e.g. pareto_rank of multi-objective runs
+        columns += sorted(
+            k
+            for k, v in ds.data_vars.items()
+            if tuple(v.dims) == _DIMS and k not in columns and k not in PROVENANCE_VARIABLES
+        )
         if provenance:
             columns += [v for v in PROVENANCE_VARIABLES if v != "log"]
         for name in columns:
@@ -298,7 +309,9 @@ class L2LAccessor:
         """
         ds = self._ds
         names = [
-            k for k, v in ds.data_vars.items() if k.startswith("meta_test") and v.dims == ("meta_test",)
+            k
+            for k, v in ds.data_vars.items()
+            if k.startswith("meta_test") and v.dims == ("meta_test",)
         ]
         if not names:
             return pd.DataFrame()

@@ -86,12 +86,56 @@ def _cmd_step(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from l2lflow.status import render_status, watch
+    from l2lflow.status import render_json, render_status, watch
 
+    if args.json:
+        print(render_json(args.results))
+        return 0
     if args.watch:
         return watch(args.results, args.interval)
-    print(render_status(args.results))
+    print(render_status(args.results, max_rows=args.last))
     return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from l2lflow.plots import write_figures
+
+    out = args.out if args.out is not None else _results_folder(args.results) / "figures"
+    names = [n.strip() for n in args.figures.split(",") if n.strip()] if args.figures else None
+    known = ("fitness", "parameters", "tasks", "runtime")
+    unknown = [n for n in names or () if n not in known]
+    if unknown:
+        print(
+            f"l2lflow: error: --figures: unknown {', '.join(unknown)} (known: {', '.join(known)})",
+            file=sys.stderr,
+        )
+        return 2
+    for name, path in write_figures(args.results, out, names).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from l2lflow.export import ExportError, export
+
+    try:
+        path = export(
+            args.results,
+            args.format,
+            args.out,
+            provenance=not args.no_provenance,
+            include_pending=not args.done_only,
+        )
+    except ExportError as exc:
+        print(f"l2lflow: error: {exc}", file=sys.stderr)
+        return 2
+    if path is not None:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _results_folder(path: Path) -> Path:
+    return path.parent if path.name == "results.zarr" else path
 
 
 def _cmd_profiles(args: argparse.Namespace) -> int:
@@ -142,9 +186,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="per-generation progress and best individual of a run")
     p.add_argument("results", type=Path, help="results folder (results/<name>) or its store")
-    p.add_argument("--watch", action="store_true", help="refresh until interrupted")
-    p.add_argument("--interval", type=float, default=2.0)
+    p.add_argument(
+        "--watch", action="store_true", help="refresh until the run is finished or Ctrl-C"
+    )
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    p.add_argument("--last", type=int, metavar="N", help="show only the last N generations")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("plot", help="figures of a run (fitness, parameters, tasks, runtime) as PNG")
+    p.add_argument("results", type=Path, help="results folder (results/<name>) or its store")
+    p.add_argument("--out", type=Path, help="output folder (default: RESULTS/figures)")
+    p.add_argument(
+        "--figures", help="comma-separated subset of: fitness,parameters,tasks,runtime"
+    )
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("export", help="the evaluations as one table (CSV or Parquet)")
+    p.add_argument("results", type=Path, help="results folder (results/<name>) or its store")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument(
+        "--out", help="output file (default: RESULTS/results.<format>; '-': stdout, CSV only)"
+    )
+    p.add_argument(
+        "--no-provenance", action="store_true", help="leave out runtime, worker, error, ..."
+    )
+    p.add_argument("--done-only", action="store_true", help="leave out pending evaluations")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("profiles", help="Snakemake site profiles")
     psub = p.add_subparsers(dest="action", required=True)

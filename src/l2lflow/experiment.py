@@ -87,7 +87,7 @@ class Experiment:
             else:  # replay: ask and tell the stored generations again
                 for g in range(generation):
                     x = opt.ask()
-                    opt.tell(x, self.store.fitness(g))
+                    opt.tell(x, self.told_values(g))
         self._optimizer = opt
         return opt
 
@@ -123,7 +123,36 @@ class Experiment:
             scratch_root=str((self.results_dir / "scratch").resolve()),
             isolate=bool(evaluation.get("isolate", True)),
             batched=self.optimizee.batched,
+            objectives=tuple((name, factor) for name, factor in self.objective_factors()),
         )
+
+    def objective_factors(self) -> list[tuple[str, float]]:
+        """(metric, weight × ±1) per configured objective, oriented like ``direction``."""
+        out = []
+        for obj in self.config["optimizee"].get("objectives", []):
+            sign = (
+                1.0
+                if obj.get("direction", self.config["direction"]) == self.config["direction"]
+                else -1.0
+            )
+            out.append((obj["name"], sign * float(obj.get("weight", 1.0))))
+        return out
+
+    def told_values(self, generation: int) -> np.ndarray:
+        """What the optimizer is told for a generation: fitness, or one column per objective
+        (each oriented like ``direction``; failed individuals get the failure fitness)."""
+        fitness = self.store.fitness(generation)
+        opt_cls = get_optimizer_class(self.config["optimizer"]["name"])
+        objectives = self.config["optimizee"].get("objectives")
+        if not (opt_cls.multi_objective and objectives):
+            return fitness
+        status = self.store.status(generation)
+        columns = []
+        for name, factor in self.objective_factors():
+            values = np.asarray(self.store.array(f"metric_{name}")[generation, :], dtype=np.float64)
+            sign = 1.0 if factor >= 0 else -1.0
+            columns.append(np.where(status == DONE, sign * values, fitness))
+        return np.stack(columns, axis=1)
 
     def pool_name(self) -> str:
         """Which worker pool evaluates this optimizee: ``gpu`` or ``cpu``.
@@ -208,10 +237,35 @@ class Experiment:
                     "modified or the optimizer is not deterministic"
                 )
         fitness = self.store.fitness(generation)
-        opt.tell(x, fitness)
+        told = self.told_values(generation)
+        opt.tell(x, told)
+        if self.config["optimizee"].get("objectives"):
+            self.store.write_objectives(generation, self._objective_matrix(generation, status))
         summary = summarise(fitness, status, self.config["direction"])
         self.store.save_checkpoint(generation, opt.state_dict(), summary)
         return {"generation": generation, **summary}
+
+    def _objective_matrix(self, generation: int, status: np.ndarray) -> dict[str, Any]:
+        """Every objective of a generation as stored values, and the Pareto rank per individual."""
+        from l2lflow.optimizers.nsga2 import pareto_ranks
+
+        names = [o["name"] for o in self.config["optimizee"]["objectives"]]
+        values = np.stack(
+            [
+                np.asarray(self.store.array(f"metric_{n}")[generation, :], dtype=np.float64)
+                for n in names
+            ],
+            axis=1,
+        )
+        loss = np.empty_like(values)
+        for j, obj in enumerate(self.config["optimizee"]["objectives"]):
+            sign = 1.0 if obj.get("direction", self.config["direction"]) == "minimize" else -1.0
+            loss[:, j] = sign * values[:, j]
+        ok = (status == DONE) & np.all(np.isfinite(loss), axis=1)
+        ranks = np.full(values.shape[0], -1, dtype=np.int64)
+        if ok.any():
+            ranks[ok] = pareto_ranks(loss[ok])
+        return {"names": names, "values": values, "pareto_rank": ranks}
 
     # ------------------------------------------------------------------ after the last generation
     @property
@@ -232,7 +286,9 @@ class Experiment:
             return {"meta_test": 0}
         n = self.store.n_aggregated()
         if n < self.generations:
-            raise StepError(f"cannot meta-test: only {n} of {self.generations} generations finished")
+            raise StepError(
+                f"cannot meta-test: only {n} of {self.generations} generations finished"
+            )
         ranked = self.store.ranked_individuals(self.config["direction"])
         chosen = ranked[: int(settings.get("top_k", 3))]
         spec = self.evaluation_spec()
@@ -266,7 +322,9 @@ class Experiment:
                 result = fut.result()[0]
                 if result["ok"]:
                     break
-            results.append({**result, "generation": item["generation"], "individual": item["individual"]})
+            results.append(
+                {**result, "generation": item["generation"], "individual": item["individual"]}
+            )
         self.store.write_meta_test(results)
         scores = [r["fitness"] if r["ok"] else None for r in results]
         return {"meta_test": len(results), "scores": scores}

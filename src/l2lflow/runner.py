@@ -49,6 +49,8 @@ class EvaluationSpec:
     isolate: bool = True
     #: the optimizee evaluates a whole chunk in one call (see optimizees.base)
     batched: bool = False
+    #: (metric, factor) pairs: fitness = sum of factor * metric (multi-objective experiments)
+    objectives: tuple[tuple[str, float], ...] = ()
 
 
 # ---------------------------------------------------------------------------- one evaluation
@@ -90,9 +92,23 @@ def _failure(
 
 
 def _normalise(
-    value: Any, fitness_key: str
+    value: Any, fitness_key: str, objectives: tuple[tuple[str, float], ...] = ()
 ) -> tuple[float, dict[str, float], dict[str, np.ndarray]]:
     """Turn an optimizee's return value into (fitness, scalar metrics, arrays)."""
+    if objectives:
+        if not isinstance(value, Mapping):
+            raise TypeError("with optimizee.objectives the optimizee must return a dict of metrics")
+        missing = [name for name, _ in objectives if name not in value]
+        if missing:
+            raise KeyError(
+                f"the optimizee returned no objective {missing[0]!r} "
+                f"(returned: {', '.join(map(str, value))})"
+            )
+        _, metrics, arrays = _normalise({**value, "__fitness__": 0.0}, "__fitness__")
+        for name, _ in objectives:
+            if not math.isfinite(metrics[name]):
+                return float("nan"), metrics, arrays
+        return sum(f * metrics[name] for name, f in objectives), metrics, arrays
     metrics: dict[str, float] = {}
     arrays: dict[str, np.ndarray] = {}
     if isinstance(value, Mapping):
@@ -157,7 +173,7 @@ def run_one(spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
             value = optimizee.function(dict(item["params"]), int(item["seed"]), **kwargs)
         for w in caught:
             handler.lines.append(f"WARNING {w.category.__name__}: {w.message}")
-        fitness, metrics, arrays = _normalise(value, spec.fitness_key)
+        fitness, metrics, arrays = _normalise(value, spec.fitness_key, spec.objectives)
         runtime = time.perf_counter() - start
         if not math.isfinite(fitness):
             return _failure(
@@ -238,14 +254,16 @@ def run_batch(spec: EvaluationSpec, items: list[Mapping[str, Any]]) -> list[dict
             raise
         text = "".join(traceback.format_exception(exc))
         runtime = (time.perf_counter() - start) / max(1, len(items))
-        return [_failure(item, "exception", text, runtime, "\n".join(handler.lines)) for item in items]
+        return [
+            _failure(item, "exception", text, runtime, "\n".join(handler.lines)) for item in items
+        ]
     finally:
         log.removeHandler(handler)
     runtime = (time.perf_counter() - start) / max(1, len(items))
     out = []
     for item, value in zip(items, values, strict=True):
         try:
-            fitness, metrics, arrays = _normalise(value, spec.fitness_key)
+            fitness, metrics, arrays = _normalise(value, spec.fitness_key, spec.objectives)
         except Exception as exc:  # noqa: BLE001 - a malformed result fails its individual
             out.append(_failure(item, "exception", f"{type(exc).__name__}: {exc}", runtime))
             continue

@@ -1,13 +1,72 @@
-"""``l2lflow status``: what a run has done so far, readable while the engine writes the store."""
+"""``l2lflow status``: what a run has done so far, readable while the engine writes the store.
+
+Timing comes from the store alone: every evaluation has ``finished_at`` (wall clock) and
+``runtime``, so its start is ``finished_at - runtime``. A generation's duration is the time from
+the end of the previous generation (for the first: its first evaluation's start) to its last
+evaluation's end, so the pipeline's own overhead (sample, aggregate) is included. Pauses (the
+run stopped and was resumed later) are left out: a stretch longer than
+``max(60 s, 3 × the longest evaluation)`` without any evaluation starting or ending counts as
+a pause. The ETA is the mean duration of the finished generations × the generations still to
+run, where a generation in progress counts by its fraction of pending individuals.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from l2lflow.store import DONE, FAILED, PENDING, ResultStore, store_path
+from l2lflow.store import DONE, FAILED, PENDING, ResultStore, StoreError, store_path
+
+#: a gap without any evaluation event longer than this (at least) is a pause, not run time
+MIN_PAUSE_S = 60.0
+
+
+@dataclass
+class GenerationStatus:
+    generation: int
+    done: int
+    failed: int
+    pending: int
+    best: float
+    mean: float
+    #: seconds the generation took (so far, while it runs); NaN before its first result
+    duration_s: float
+    #: the optimizer has been told the results (checkpoint written)
+    aggregated: bool
+    last_finished: float
+
+
+@dataclass
+class RunStatus:
+    name: str
+    direction: str
+    fitness_name: str
+    generations: int
+    population_size: int
+    rows: list[GenerationStatus]
+    elapsed_s: float
+    #: mean duration of the finished generations (NaN before the first one finishes)
+    generation_s: float
+    eta_s: float
+    finished: bool
+    #: seconds since the last evaluation finished (NaN before the first)
+    idle_s: float
+    best: dict[str, Any] | None = None
+    meta_test: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_aggregated(self) -> int:
+        return sum(r.aggregated for r in self.rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
 
 
 def _results_dir(path: str | Path) -> Path:
@@ -15,75 +74,279 @@ def _results_dir(path: str | Path) -> Path:
     return path.parent if path.name == store_path(".").name else path
 
 
-def status_table(results: str | Path) -> list[dict]:
-    """One row per sampled generation: counts, best and mean fitness, wall time."""
-    store = ResultStore(_results_dir(results))
-    direction = store.attrs.get("direction", "minimize")
-    rows = []
-    status = np.asarray(store.array("status")[...])
-    fitness = np.asarray(store.array("fitness")[...])
-    finished = np.asarray(store.array("finished_at")[...])
-    aggregated = store.n_aggregated()
-    for g in range(status.shape[0]):
-        s, f = status[g], fitness[g]
-        ok = f[(s == DONE) & np.isfinite(f)]
-        best = (ok.min() if direction == "minimize" else ok.max()) if ok.size else np.nan
-        t = finished[g][np.isfinite(finished[g])]
-        rows.append(
-            {
-                "generation": g,
-                "done": int(np.sum(s == DONE)),
-                "failed": int(np.sum(s == FAILED)),
-                "pending": int(np.sum(s == PENDING)),
-                "best": float(best),
-                "mean": float(ok.mean()) if ok.size else float("nan"),
-                "last_finished": float(t.max()) if t.size else float("nan"),
-                "aggregated": g < aggregated,
-            }
-        )
-    return rows
+def _read(store: ResultStore, name: str) -> np.ndarray | None:
+    if not store.has(name):
+        return None
+    return np.asarray(store.array(name)[...])
 
 
-def render_status(results: str | Path) -> str:
-    """A plain-text table of :func:`status_table` plus the best individual so far."""
+def _active_time(events: np.ndarray, lo: float, hi: float, pause: float) -> float:
+    """Seconds in [lo, hi] during which the run was active (gaps > ``pause`` left out)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return 0.0
+    inside = events[(events > lo) & (events < hi)]
+    t = np.concatenate([[lo], inside, [hi]])
+    gaps = np.diff(t)
+    return float(gaps[gaps <= pause].sum())
+
+
+def run_status(results: str | Path, *, now: float | None = None) -> RunStatus:
+    """The status of a run, from its store (safe while the engine writes it)."""
+    now = time.time() if now is None else now
     store = ResultStore(_results_dir(results))
     config = store.config
-    rows = status_table(results)
-    lines = [
-        f"experiment {store.attrs['name']}: {len(rows)}/{config['generations']} generations "
-        f"sampled, {sum(r['aggregated'] for r in rows)} finished "
-        f"({config['direction']} {config['optimizee'].get('fitness', 'fitness')})",
-        f"{'gen':>5} {'done':>6} {'failed':>6} {'pending':>7} {'best':>12} {'mean':>12}",
-    ]
-    for r in rows:
-        lines.append(
-            f"{r['generation']:>5} {r['done']:>6} {r['failed']:>6} {r['pending']:>7} "
-            f"{r['best']:>12.6g} {r['mean']:>12.6g}"
+    direction = store.attrs.get("direction", config.get("direction", "minimize"))
+    status = _read(store, "status")
+    fitness = _read(store, "fitness")
+    finished = _read(store, "finished_at")
+    runtime = _read(store, "runtime")
+    # the engine grows one array after another: use the rows every array already has
+    n = min(a.shape[0] for a in (status, fitness, finished, runtime) if a is not None)
+    n = min(n, store.n_generations)
+    pop = store.population_size
+    status = status[:n]
+    fitness = np.asarray(fitness[:n], dtype=np.float64)
+    finished = np.asarray(finished[:n], dtype=np.float64) if finished is not None else None
+    if finished is None:
+        finished = np.full(status.shape, np.nan)
+    runtime = (
+        np.asarray(runtime[:n], dtype=np.float64)
+        if runtime is not None
+        else np.full(status.shape, np.nan)
+    )
+    # not yet written (status pending) cells may hold stale fill values: ignore them
+    finished = np.where(status != PENDING, finished, np.nan)
+    started = np.where(np.isfinite(runtime), finished - np.maximum(runtime, 0.0), finished)
+    has_time = np.isfinite(finished)
+    events = np.sort(np.concatenate([finished[has_time], started[has_time]]))
+    max_runtime = (
+        float(np.nanmax(runtime[has_time])) if np.isfinite(runtime[has_time]).any() else 0.0
+    )
+    pause = max(MIN_PAUSE_S, 3.0 * max_runtime)
+    aggregated = store.n_aggregated()
+    last_event = float(events[-1]) if events.size else math.nan
+    idle_s = now - last_event if events.size else math.nan
+    # "now" counts as run time only while results keep coming
+    horizon = now if events.size and idle_s <= pause else last_event
+
+    rows: list[GenerationStatus] = []
+    durations: list[float] = []
+    prev_end = float(events[0]) if events.size else math.nan
+    for g in range(n):
+        s, f = status[g], fitness[g]
+        ok = f[(s == DONE) & np.isfinite(f)]
+        best = (ok.min() if direction == "minimize" else ok.max()) if ok.size else math.nan
+        t = finished[g][np.isfinite(finished[g])]
+        pending = int(np.sum(s == PENDING))
+        complete = pending == 0 and t.size > 0
+        if g == 0 and t.size:
+            prev_end = float(np.nanmin(started[0]))
+        if complete:
+            end = float(t.max())
+            duration = _active_time(events, prev_end, end, pause)
+            durations.append(duration)
+            prev_end = end
+        elif t.size or g == n - 1:
+            duration = _active_time(events, prev_end, horizon, pause) if events.size else math.nan
+        else:
+            duration = math.nan
+        rows.append(
+            GenerationStatus(
+                generation=g,
+                done=int(np.sum(s == DONE)),
+                failed=int(np.sum(s == FAILED)),
+                pending=pending,
+                best=float(best),
+                mean=float(ok.mean()) if ok.size else math.nan,
+                duration_s=float(duration),
+                aggregated=g < aggregated,
+                last_finished=float(t.max()) if t.size else math.nan,
+            )
         )
-    starts = [r["last_finished"] for r in rows if np.isfinite(r["last_finished"])]
-    if len(rows) >= 2 and len(starts) >= 2:
-        per_gen = (starts[-1] - starts[0]) / max(1, len(starts) - 1)
-        left = config["generations"] - sum(r["aggregated"] for r in rows)
-        lines.append(f"about {per_gen:.1f} s per generation; ETA {left * per_gen:.0f} s")
-    fitness = np.asarray(store.array("fitness")[...])
-    status = np.asarray(store.array("status")[...])
+
+    target = int(config["generations"])
+    elapsed = _active_time(events, float(events[0]), horizon, pause) if events.size else 0.0
+    pending_frac = sum(r.pending for r in rows) / pop
+    remaining = max(target - n, 0) + pending_frac
+    if durations:
+        per_gen = float(np.mean(durations))
+    else:  # the first generation runs: extrapolate from its finished fraction
+        frac = (int(np.sum(status != PENDING)) / pop) if n else 0.0
+        per_gen = elapsed / frac if frac > 0 else math.nan
+    finished_all = n >= target and pending_frac == 0 and aggregated >= target
+    eta = 0.0 if finished_all else per_gen * remaining
+
+    best_info = None
     good = np.where((status == DONE) & np.isfinite(fitness), fitness, np.nan)
     if np.isfinite(good).any():
-        flat = np.nanargmin(good) if config["direction"] == "minimize" else np.nanargmax(good)
-        g, i = np.unravel_index(flat, good.shape)
-        params = {n: store.array(n)[g, i].item() for n in store.parameter_names}
-        shown = ", ".join(
-            f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+        flat = np.nanargmin(good) if direction == "minimize" else np.nanargmax(good)
+        g, i = (int(k) for k in np.unravel_index(flat, good.shape))
+        params = {}
+        for name in store.parameter_names:
+            value = store.array(name)[g, i]
+            params[name] = value.item() if hasattr(value, "item") else value
+        best_info = {
+            "generation": g,
+            "individual": i,
+            "fitness": float(good[g, i]),
+            "params": params,
+        }
+
+    return RunStatus(
+        name=str(store.attrs.get("name", config.get("name", "?"))),
+        direction=direction,
+        fitness_name=str(config.get("optimizee", {}).get("fitness", "fitness")),
+        generations=target,
+        population_size=pop,
+        rows=rows,
+        elapsed_s=float(elapsed),
+        generation_s=float(per_gen),
+        eta_s=float(eta),
+        finished=bool(finished_all),
+        idle_s=float(idle_s),
+        best=best_info,
+        meta_test=_meta_test(store),
+    )
+
+
+def _meta_test(store: ResultStore) -> list[dict[str, Any]]:
+    if not store.has("meta_test_fitness"):
+        return []
+    cols = {}
+    for name in ("generation", "individual", "fitness", "status"):
+        values = _read(store, f"meta_test_{name}")
+        if values is None:
+            return []
+        cols[name] = values
+    return [
+        {
+            "rank": k,
+            "generation": int(cols["generation"][k]),
+            "individual": int(cols["individual"][k]),
+            "fitness": float(cols["fitness"][k]),
+            "status": int(cols["status"][k]),
+        }
+        for k in range(len(cols["fitness"]))
+    ]
+
+
+def status_table(results: str | Path) -> list[dict]:
+    """One dict per sampled generation (see :class:`GenerationStatus`)."""
+    return [asdict(r) for r in run_status(results).rows]
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}:{m:02d}:{s:02d}"
+    if m:
+        return f"{m}:{s:02d}"
+    return f"{s} s"
+
+
+def _num(value: float, width: int = 12) -> str:
+    return f"{value:>{width}.6g}" if math.isfinite(value) else f"{'-':>{width}}"
+
+
+def format_status(st: RunStatus, *, max_rows: int | None = None) -> str:
+    """A plain-text table of a :class:`RunStatus`."""
+    state = "finished" if st.finished else "running" if st.idle_s <= 60 else "not running"
+    lines = [
+        f"experiment {st.name}: {len(st.rows)}/{st.generations} generations sampled, "
+        f"{st.n_aggregated} finished, {st.population_size} individuals each "
+        f"({st.direction} {st.fitness_name}; {state})",
+        f"{'gen':>5} {'done':>6} {'failed':>6} {'pending':>7} {'best':>12} {'mean':>12} "
+        f"{'time':>8}",
+    ]
+    rows = st.rows
+    if max_rows is not None and len(rows) > max_rows:
+        lines.append(f"  ... {len(rows) - max_rows} earlier generations")
+        rows = rows[len(rows) - max_rows :]
+    for r in rows:
+        lines.append(
+            f"{r.generation:>5} {r.done:>6} {r.failed:>6} {r.pending:>7} {_num(r.best)} "
+            f"{_num(r.mean)} {_duration(r.duration_s):>8}"
         )
-        lines.append(f"best: generation {g}, individual {i}, fitness {good[g, i]:.6g}: {shown}")
+    timing = f"elapsed {_duration(st.elapsed_s)}"
+    if math.isfinite(st.generation_s):
+        timing += f", {st.generation_s:.3g} s per generation"
+    if st.finished:
+        timing += ", done"
+    elif math.isfinite(st.eta_s):
+        timing += f", ETA {_duration(st.eta_s)}"
+        if state == "not running":
+            timing += f" once resumed (last result {_duration(st.idle_s)} ago)"
+    else:
+        timing += ", ETA ? (no result yet)"
+    lines.append(timing)
+    if st.best is not None:
+        b = st.best
+        shown = ", ".join(
+            f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items()
+        )
+        lines.append(
+            f"best: generation {b['generation']}, individual {b['individual']}, "
+            f"fitness {b['fitness']:.6g}: {shown}"
+        )
+    for m in st.meta_test:
+        result = f"{m['fitness']:.6g}" if m["status"] == DONE else "failed"
+        lines.append(
+            f"meta-test #{m['rank']} (generation {m['generation']}, individual "
+            f"{m['individual']}) on held-out tasks: {result}"
+        )
     return "\n".join(lines)
 
 
-def watch(results: str | Path, interval: float = 2.0) -> int:
-    """Redraw the status every ``interval`` seconds until Ctrl-C."""
+def render_status(results: str | Path, *, max_rows: int | None = None) -> str:
+    """A plain-text table of the run's status plus its best individual so far."""
+    return format_status(run_status(results), max_rows=max_rows)
+
+
+def render_json(results: str | Path) -> str:
+    return json.dumps(run_status(results).as_dict(), indent=1)
+
+
+def watch(results: str | Path, interval: float = 2.0, *, until_done: bool = True) -> int:
+    """Redraw the status every ``interval`` seconds until Ctrl-C (or the run is finished)."""
     try:
         while True:
-            print("\033[2J\033[H" + render_status(results), flush=True)
+            rows = shutil.get_terminal_size((100, 40)).lines - 8
+            try:
+                st = run_status(results)
+                text = format_status(st, max_rows=max(rows, 5))
+            except StoreError as exc:  # not created yet
+                st, text = None, f"waiting for the results store ({exc})"
+            stamp = time.strftime("%H:%M:%S")
+            print(f"\033[2J\033[H{text}\n(refreshed {stamp}; Ctrl-C to stop)", flush=True)
+            if until_done and st is not None and st.finished and _meta_test_settled(st, results):
+                return 0
             time.sleep(interval)
     except KeyboardInterrupt:
         return 0
+
+
+def _meta_test_settled(st: RunStatus, results: str | Path) -> bool:
+    """True unless the experiment has a meta-test that has not been written yet."""
+    from l2lflow.store import read_store_attrs
+
+    attrs = read_store_attrs(_results_dir(results)) or {}
+    wants = (attrs.get("config", {}).get("optimizee", {}) or {}).get("meta_test") is not None
+    return not wants or bool(st.meta_test)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value

@@ -427,6 +427,33 @@ class ResultStore:
         if self._n_aggregated is not None and generation >= self._n_aggregated:
             self._n_aggregated = generation + 1
 
+    def write_objectives(self, generation: int, objectives: dict[str, Any]) -> None:
+        """Store every objective on (generation, individual, objective) and the Pareto ranks."""
+        names = list(objectives["names"])
+        created = False
+        if not self.has("objective"):
+            coord = self.root.create_array(
+                "objective",
+                shape=(len(names),),
+                chunks=(len(names),),
+                dtype=str,
+                fill_value="",
+                dimension_names=["objective"],
+            )
+            coord[:] = np.asarray(names, dtype=object)
+            created = True
+        created |= self._ensure_array(
+            "objectives", (len(names),), "float64", np.nan, ("objective",)
+        )
+        created |= self._ensure_array("pareto_rank", (), "int64", -1)
+        if created:
+            _quiet_consolidate(self.path)
+        self.array("objectives")[generation, ...] = objectives["values"]
+        self.array("pareto_rank")[generation, :] = objectives["pareto_rank"]
+        self.array("pareto_rank").attrs["long_name"] = (
+            "Pareto front of the generation (0 = front, -1 = failed)"
+        )
+
     def ranked_individuals(self, direction: str) -> list[tuple[int, int]]:
         """(generation, individual) of every successful evaluation, best first (ties: earliest)."""
         n = self.n_aggregated()
@@ -449,7 +476,11 @@ class ResultStore:
         columns: dict[str, tuple[Any, Any, list[Any]]] = {
             "meta_test_generation": ("int64", -1, [r["generation"] for r in results]),
             "meta_test_individual": ("int64", -1, [r["individual"] for r in results]),
-            "meta_test_fitness": ("float64", np.nan, [r["fitness"] if r["ok"] else np.nan for r in results]),
+            "meta_test_fitness": (
+                "float64",
+                np.nan,
+                [r["fitness"] if r["ok"] else np.nan for r in results],
+            ),
             "meta_test_status": ("int8", PENDING, [DONE if r["ok"] else FAILED for r in results]),
             "meta_test_error": (str, "", [r.get("error", "") for r in results]),
         }
@@ -461,7 +492,11 @@ class ResultStore:
             )
         for name, (dtype, fill, values) in columns.items():
             arr = self.root.create_array(
-                name, shape=(k,), chunks=(max(k, 1),), dtype=dtype, fill_value=fill,
+                name,
+                shape=(k,),
+                chunks=(max(k, 1),),
+                dtype=dtype,
+                fill_value=fill,
                 dimension_names=["meta_test"],
             )
             arr[:] = np.asarray(values, dtype=object if dtype is str else dtype)
@@ -470,8 +505,12 @@ class ResultStore:
             sample = next(np.asarray(r["arrays"][a]) for r in results if a in r.get("arrays", {}))
             dims = dims_by_name.get(a, [f"{a}_dim_{j}" for j in range(sample.ndim)])
             arr = self.root.create_array(
-                f"meta_test_{a}", shape=(k, *sample.shape), chunks=(max(k, 1), *sample.shape),
-                dtype="float64", fill_value=np.nan, dimension_names=["meta_test", *dims],
+                f"meta_test_{a}",
+                shape=(k, *sample.shape),
+                chunks=(max(k, 1), *sample.shape),
+                dtype="float64",
+                fill_value=np.nan,
+                dimension_names=["meta_test", *dims],
             )
             block = np.full((k, *sample.shape), np.nan)
             for j, r in enumerate(results):

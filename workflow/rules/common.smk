@@ -2,6 +2,7 @@
 import json
 import os
 import shlex
+import sys
 import uuid
 from pathlib import Path
 
@@ -10,11 +11,15 @@ from snakemake.utils import validate
 from l2lflow.config import ConfigError, validate_config
 from l2lflow.store import StoreError, check_compatible
 
-# the form, with Snakemake's own validator (also fills defaults) ...
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
-# ... then l2lflow's checks, whose messages name the key and what is allowed
+from l2lflow.workflow import experiment_config
+
 try:
-    CONFIG = validate_config(dict(config))
+    # --configfile FILE (else config/config.yaml), with a site profile's execution settings
+    _raw = experiment_config(config, Path(workflow.basedir) / "config" / "config.yaml", sys.argv)
+    # l2lflow's checks first: their messages name the key and what is allowed ...
+    CONFIG = validate_config(_raw)
+    # ... then Snakemake's own validator on the same schema
+    validate(dict(_raw), workflow.source_path("../schemas/config.schema.yaml"))
     check_compatible(CONFIG["results"], CONFIG)
 except (ConfigError, StoreError) as exc:
     raise WorkflowError(f"l2lflow: {exc}") from None

@@ -70,11 +70,8 @@ def start_pools(execution: dict[str, Any], *, local_directory: str | None = None
             from l2lflow.execution.slurm import slurm_cluster
 
             for name, spec in execution["pools"].items():
+                # adaptive between the pool's min_jobs and max_jobs (set up by slurm_cluster)
                 cluster = slurm_cluster(spec, name=name, security=True)
-                cluster.adapt(
-                    minimum_jobs=int(spec.get("min_jobs", 0)),
-                    maximum_jobs=int(spec.get("max_jobs", 1)),
-                )
                 pools.clusters[name] = cluster
                 pools.clients[name] = Client(cluster, set_as_default=False)
     except BaseException:

@@ -61,8 +61,6 @@ def start_local_cluster(
         {
             # workers must be able to start the sandbox process of each evaluation
             "distributed.worker.daemon": False,
-            # a scheduler nobody talks to any more stops itself (covers a killed engine)
-            "distributed.scheduler.idle-timeout": f"{int(execution.get('idle_timeout_s', 60))}s",
         }
     ):
         cluster = LocalCluster(

@@ -14,12 +14,15 @@ Slurm jobs. Choices made here, and why:
   so :class:`PinnedSLURMJob` rewrites the command into N background workers and a ``wait``.
 - TLS always (:func:`slurm_cluster` refuses ``security=None``): a scheduler on a shared login node
   is reachable by every user there. dask-jobqueue 0.9.0 writes the in-memory throw-away
-  credentials of ``Security.temporary()`` to ``.dask-jobqueue.worker.*`` files (mode 0600) in
+  credentials of ``Security.temporary()`` to ``.dask-jobqueue.worker.*`` files (mode 0600) in its
   ``shared_temp_directory`` and passes ``--tls-ca-file/--tls-cert/--tls-key <file>`` in the job
-  script; the files are deleted when the cluster object goes away (not on SIGKILL).
+  script; the nodes must see that folder. Here it is a fresh owner-only folder per cluster under
+  the pool's ``shared_temp_directory`` (home by default), removed on ``close()``; one left by a
+  SIGKILLed engine is removed when the next cluster starts on that host.
 - Walltime: ``lifetime`` (+ ``lifetime_stagger``) retires workers before Slurm kills them, and the
-  adaptive scaler replaces them; ``adapt_wait`` keeps idle workers for a while so a generation
-  loop does not requeue its jobs between generations (dask-jobqueue issue #701).
+  adaptive scaler replaces them (for jobs of several workers only with the fix in
+  :class:`L2LSLURMCluster`); ``adapt_wait`` keeps idle workers for a while so a generation loop
+  does not requeue its jobs between generations (dask-jobqueue issue #701).
 - An engine that dies: the scheduler lives in the engine process, so a SIGKILL takes it down and
   the workers exit on their own (lost scheduler; ``death_timeout`` if it never answered). An engine
   that hangs: ``idle_timeout`` closes the scheduler after that long without any task activity
@@ -166,9 +169,6 @@ def _dask_config_pool() -> dict[str, Any]:
     return pool
 
 
-_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d\d):(\d\d)$")
-
-
 #: dask-jobqueue config section of pools without ``use_dask_config``: the package's own defaults,
 #: so that a user's ``jobqueue.slurm`` (e.g. a ``queue`` or ``account`` in ~/.config/dask) cannot
 #: leak into a pool whose ``partition``/``account`` is null (dask-jobqueue reads the config for
@@ -186,6 +186,9 @@ def _config_name(p: dict[str, Any]) -> str:
         defaults = yaml.safe_load(shipped.read_text())["jobqueue"]["slurm"]
         dask.config.update_defaults({"jobqueue": {_PRISTINE_SECTION: defaults}})
     return _PRISTINE_SECTION
+
+
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d\d):(\d\d)$")
 
 
 def _walltime_seconds(walltime: str) -> int:

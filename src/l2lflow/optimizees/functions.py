@@ -60,3 +60,16 @@ def ackley(params: dict[str, Any], seed: int, noise: float = 0.0) -> float:
         + math.e
     )
     return _noisy(value, seed, noise)
+
+
+@register_optimizee("zdt1")
+def zdt1(params: dict[str, Any], seed: int, noise: float = 0.0) -> dict[str, float]:
+    """ZDT1 (Zitzler, Deb, Thiele 2000): two objectives, convex Pareto front f2 = 1 - sqrt(f1).
+
+    Parameters in [0, 1]; returns ``f1``, ``f2`` (both minimised) and ``fitness`` = f1 + f2.
+    """
+    x = np.clip(_point(params), 0.0, 1.0)
+    f1 = float(x[0])
+    g = 1.0 + 9.0 * float(np.mean(x[1:])) if x.size > 1 else 1.0
+    f2 = g * (1.0 - math.sqrt(f1 / g))
+    return {"f1": _noisy(f1, seed, noise), "f2": f2, "fitness": f1 + f2}

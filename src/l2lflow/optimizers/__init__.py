@@ -6,6 +6,7 @@ from l2lflow.optimizers import (  # noqa: F401  (each module registers its optim
     evolution_strategies,
     genetic,
     grid_search,
+    nsga2,
     random_search,
 )
 from l2lflow.optimizers.base import (

@@ -61,6 +61,8 @@ class Optimizer(ABC):
     """
 
     name: ClassVar[str] = ""
+    #: told a matrix (population, objectives) instead of one fitness per individual
+    multi_objective: ClassVar[bool] = False
     #: option name -> default; unknown options are rejected with the list of allowed ones.
     default_options: ClassVar[dict[str, Any]] = {}
 
@@ -126,7 +128,9 @@ class Optimizer(ABC):
         if x.shape != self._pending.shape or not np.array_equal(x, self._pending):
             raise OptimizerError("tell() got other individuals than the last ask() returned")
         f = np.asarray(list(fitness), dtype=np.float64)
-        if f.shape != (self.population_size,):
+        if self.multi_objective and f.ndim == 2 and f.shape[0] == self.population_size:
+            pass  # one column per objective, each oriented like ``direction``
+        elif f.shape != (self.population_size,):
             raise OptimizerError(
                 f"tell() needs {self.population_size} fitness values, got {f.shape}"
             )

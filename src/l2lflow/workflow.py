@@ -1,0 +1,72 @@
+"""Helpers of the Snakefile: which experiment config, and which site execution settings.
+
+Kept here (not in the .smk files) so that they are tested like the rest of the library.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from l2lflow.config import load_yaml, merge
+
+
+def profile_dirs(argv: Sequence[str], env: dict[str, str] | None = None) -> list[Path]:
+    """The Snakemake profile folders of this invocation (``--profile``, ``--workflow-profile``,
+    ``$SNAKEMAKE_PROFILE``), resolved the way Snakemake looks them up."""
+    env = dict(os.environ if env is None else env)
+    names: list[str] = []
+    args = list(argv)
+    for k, arg in enumerate(args):
+        for flag in ("--profile", "--workflow-profile"):
+            if arg == flag and k + 1 < len(args):
+                names.append(args[k + 1])
+            elif arg.startswith(flag + "="):
+                names.append(arg.split("=", 1)[1])
+    if not any(a == "--profile" or a.startswith("--profile=") for a in args):
+        if env.get("SNAKEMAKE_PROFILE"):
+            names.insert(0, env["SNAKEMAKE_PROFILE"])
+    config_home = Path(env.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    found = []
+    for name in names:
+        for candidate in (
+            Path(name),
+            config_home / "snakemake" / name,
+            Path("/etc/xdg/snakemake") / name,
+        ):
+            if candidate.is_dir():
+                found.append(candidate.resolve())
+                break
+    return found
+
+
+def site_execution(argv: Sequence[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ``execution`` section of the profiles' ``execution.yaml`` files (later ones win)."""
+    execution: dict[str, Any] = {}
+    for folder in profile_dirs(argv, env):
+        path = folder / "execution.yaml"
+        if path.is_file():
+            execution = merge(execution, load_yaml(path).get("execution", {}))
+    return execution
+
+
+def experiment_config(
+    config: dict[str, Any], default_config: Path, argv: Sequence[str]
+) -> dict[str, Any]:
+    """The raw experiment config of a Snakemake run.
+
+    ``config`` is what Snakemake loaded (``--configfile`` files and ``--config`` values). If it
+    names no experiment, the default experiment (``config/config.yaml``) is the base. A site
+    profile's ``execution.yaml`` then decides where evaluations run: its keys replace the
+    experiment's, so that ``snakemake --profile juwels --configfile mine.yaml`` submits to
+    JUWELS even though ``--configfile`` replaced the profile's own ``configfile`` entry.
+    """
+    raw = dict(config)
+    if "name" not in raw:
+        raw = merge(load_yaml(default_config), raw)
+    site = site_execution(argv)
+    if site:
+        raw = merge(raw, {"execution": site})
+    return raw

@@ -1,0 +1,331 @@
+"""Resilience: kill anywhere, lose a worker, crash evaluations, run twice, leave no orphans.
+
+Real processes throughout (Snakemake, the engine, Dask workers, sandboxes); nothing is mocked.
+Every process a test starts carries a unique tag in its environment (``L2LFLOW_TEST_TAG``), which
+every descendant inherits (engine, Dask workers, sandboxes), so the no-orphan checks look at
+exactly this test's processes and never at another run on the same machine.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import assert_same_results, snakemake_cmd, write_config
+
+from l2lflow.store import DONE, FAILED, PENDING
+
+pytestmark = pytest.mark.resilience
+
+TAG_VAR = "L2LFLOW_TEST_TAG"
+PHASES = ("sample", "evaluate", "aggregate")
+SENTINEL = {"sample": "sampled", "evaluate": "evaluated", "aggregate": "aggregated"}
+#: how long the processes of a run may take to go away once it is over (killed, failed, done):
+#: the engine's grace/idle timeout (5 s in these tests) plus closing a Dask cluster on a busy box
+ORPHAN_TIMEOUT_S = 45.0
+
+
+# ---------------------------------------------------------------------------- processes
+def new_tag() -> str:
+    return f"resilience-{uuid.uuid4().hex}"
+
+
+def tagged_env(tag: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, TAG_VAR: tag, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def tagged_processes(tag: str) -> dict[int, str]:
+    """pid -> command line of every live process whose environment carries ``tag``."""
+    needle = f"{TAG_VAR}={tag}".encode()
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle not in f.read():
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                    continue  # a zombie is dead; only its parent has not reaped it yet
+        except OSError:
+            continue
+        out[int(entry)] = cmd
+    return out
+
+
+def wait_no_processes(tag: str, timeout: float = ORPHAN_TIMEOUT_S) -> tuple[dict[int, str], float]:
+    """Poll until no process of ``tag`` is left; return what is left and how long it took."""
+    start = time.monotonic()
+    while True:
+        left = tagged_processes(tag)
+        if not left or time.monotonic() - start > timeout:
+            return left, time.monotonic() - start
+        time.sleep(0.1)
+
+
+def describe(procs: dict[int, str]) -> str:
+    return "\n".join(f"  {pid}: {cmd[:200]}" for pid, cmd in sorted(procs.items()))
+
+
+def kind_of(cmd: str) -> str:
+    if "l2lflow.engine" in cmd:
+        return "engine"
+    if "_sandbox_main" in cmd:
+        return "sandbox"
+    if "resource_tracker" in cmd:
+        return "resource_tracker"
+    if "spawn_main" in cmd or "distributed" in cmd:
+        return "dask_worker"
+    if "snakemake" in cmd:
+        return "snakemake"
+    if "l2lflow step" in cmd:
+        return "step_client"
+    return "other"
+
+
+def step_clients(tag: str) -> list[tuple[str, int]]:
+    """(op, generation) of the ``l2lflow step`` clients of ``tag`` running now."""
+    out = []
+    for cmd in tagged_processes(tag).values():
+        parts = cmd.split()
+        if "l2lflow" in parts and "step" in parts and "--generation" in parts:
+            op = parts[parts.index("step") + 1]
+            out.append((op, int(parts[parts.index("--generation") + 1])))
+    return out
+
+
+def engine_pid(results: Path) -> int | None:
+    """The engine of ``results`` from its lock file, if that process is alive and is one."""
+    try:
+        pid = int((results / ".l2lflow.lock").read_text().split()[0])
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if b"l2lflow.engine" in cmd else None
+
+
+def start_snakemake(workdir: Path, cfg: Path, tag: str, log: Path, *extra: str) -> subprocess.Popen:
+    """Snakemake in a session of its own (its process group id is its pid)."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            snakemake_cmd(workdir, cfg, *extra),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=tagged_env(tag),
+            start_new_session=True,
+        )
+
+
+def snakemake(workdir: Path, cfg: Path, tag: str, *extra: str, timeout: float = 300):
+    return subprocess.run(
+        snakemake_cmd(workdir, cfg, *extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=tagged_env(tag),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def kill_run(proc: subprocess.Popen, results: Path) -> None:
+    """SIGKILL Snakemake's whole process group and the engine, as a lost node or `kill -9` would."""
+    engine = engine_pid(results)
+    for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), lambda: os.kill(engine, 9)):
+        try:
+            kill()
+        except (ProcessLookupError, TypeError):
+            pass
+    proc.wait()
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ---------------------------------------------------------------------------- store and counters
+def evaluation_counts(counter_dir: Path) -> collections.Counter:
+    """(generation, individual) -> how often test.counting evaluated it."""
+    counts: collections.Counter = collections.Counter()
+    for name in os.listdir(counter_dir):
+        g, i, _ = name.split("_", 2)
+        counts[(int(g[1:]), int(i[1:]))] += 1
+    return counts
+
+
+def committed(results: Path) -> set[tuple[int, int]]:
+    """(generation, individual) whose result the store holds (status done or failed)."""
+    import zarr
+
+    if not (results / "results.zarr" / "zarr.json").exists():
+        return set()
+    root = zarr.open_group(str(results / "results.zarr"), mode="r", use_consolidated=False)
+    n = int(root["generation"].shape[0])  # committed generations only
+    status = np.asarray(root["status"][:n, :])
+    return {(int(g), int(i)) for g, i in zip(*np.nonzero(status != PENDING), strict=True)}
+
+
+def counting_config(tmp_path: Path, name: str, counter: Path, **overrides: Any) -> Path:
+    counter.mkdir(parents=True, exist_ok=True)
+    options = {"counter_dir": str(counter), "sleep_s": overrides.pop("sleep_s", 0.03)}
+    settings: dict[str, Any] = dict(
+        name=name,
+        seed=11,
+        generations=5,
+        population_size=8,
+        optimizer={"name": "ga"},
+        optimizee={"name": "test.counting", "options": options},
+        evaluation={"retries": 1, "timeout_s": 60},
+        execution={"workers": 2, "idle_timeout_s": 5},
+    )
+    settings.update(overrides)
+    return write_config(tmp_path, **settings)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The 5-generation test.counting experiment, uninterrupted (in one process)."""
+    from l2lflow.config import load_config
+    from l2lflow.experiment import Experiment
+
+    tmp = tmp_path_factory.mktemp("reference")
+    cfg = counting_config(tmp, "ref", tmp / "count")
+    Experiment(load_config(cfg)).run()
+    return tmp / "results" / "ref"
+
+
+# ---------------------------------------------------------------------------- 1. kill anywhere
+def choose_kill_points(rng: random.Random, n: int, generations: int, population: int) -> list:
+    """``n`` distinct (generation, phase) steps in run order, covering every phase, with the
+    moment to kill inside each: for evaluate, after how many evaluations of the generation
+    have started; for sample/aggregate, a delay after the step's client appeared."""
+    steps = [(g, phase) for g in range(generations) for phase in PHASES]
+    while True:
+        chosen = sorted(rng.sample(range(len(steps)), n))
+        if {steps[k][1] for k in chosen} >= set(PHASES) or n < len(PHASES):
+            break
+    points = []
+    for k in chosen:
+        g, phase = steps[k]
+        started = rng.randint(0, population - 1)
+        delay = rng.uniform(0.0, 0.08)
+        points.append({"generation": g, "phase": phase, "started": started, "delay": delay})
+    return points
+
+
+def wait_and_kill(proc, tag: str, results: Path, counter: Path, point: dict) -> dict[str, Any]:
+    """Wait for the kill point while the run goes on, then SIGKILL everything. What was hit."""
+    g, phase = point["generation"], point["phase"]
+    sentinel = results / "steps" / f"{g:06d}.{SENTINEL[phase]}"
+    deadline = time.monotonic() + 240
+    seen = False
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return {"hit": None, "finished": True}
+        if (phase, g) in step_clients(tag):
+            seen = True
+            break
+        if sentinel.exists():  # the step came and went between two looks: kill right now
+            break
+        time.sleep(0.005)
+    else:
+        raise AssertionError(f"kill point {point} never came")
+    if seen and phase == "evaluate":
+        while time.monotonic() < deadline and not sentinel.exists():
+            if sum(1 for n in os.listdir(counter) if n.startswith(f"g{g}_")) >= point["started"]:
+                break
+            time.sleep(0.003)
+    elif seen:
+        time.sleep(point["delay"])
+    running = step_clients(tag)
+    kill_run(proc, results)
+    hit = running[0] if running else ("between steps", g)
+    return {"hit": hit, "finished": False}
+
+
+def run_kill_anywhere(tmp_path: Path, reference: Path, n_points: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    counter = tmp_path / "count"
+    cfg = counting_config(tmp_path, "ref", counter)
+    results = tmp_path / "results" / "ref"
+    points = choose_kill_points(rng, n_points, generations=5, population=8)
+    tag = new_tag()
+    log = tmp_path / "snakemake.log"
+    figures: dict[str, Any] = {"points": points, "hits": [], "in_flight": 0, "cleanup_s": []}
+    for k, point in enumerate(points):
+        if k:
+            snakemake(tmp_path, cfg, tag, "--unlock")
+        before_committed = committed(results)
+        before_counts = evaluation_counts(counter)
+        proc = start_snakemake(tmp_path, cfg, tag, log)
+        outcome = wait_and_kill(proc, tag, results, counter, point)
+        if outcome["finished"]:
+            assert proc.returncode == 0, tail(log)
+            break
+        left, took = wait_no_processes(tag)
+        assert not left, f"left after SIGKILL at {outcome['hit']}:\n{describe(left)}"
+        figures["cleanup_s"].append(took)
+        figures["hits"].append(outcome["hit"])
+        now_committed = committed(results)
+        counts = evaluation_counts(counter)
+        # nothing the store held before this run was evaluated again by it
+        for key in before_committed:
+            assert counts[key] == before_counts[key], f"{key} evaluated again after its commit"
+        # evaluated in this run but not committed when killed: in flight (will run again)
+        started = {key for key in counts if counts[key] > before_counts[key]}
+        figures["in_flight"] += len(started - now_committed)
+    snakemake(tmp_path, cfg, tag, "--unlock")
+    final = snakemake(tmp_path, cfg, tag, timeout=300)
+    assert final.returncode == 0, final.stdout + final.stderr
+    left, _ = wait_no_processes(tag)
+    assert not left, describe(left)
+
+    assert_same_results(results, reference)
+    counts = evaluation_counts(counter)
+    assert set(counts) == {(g, i) for g in range(5) for i in range(8)}, "every individual ran"
+    figures["evaluations"] = sum(counts.values())
+    figures["repeated"] = sum(n - 1 for n in counts.values())
+    assert figures["repeated"] <= figures["in_flight"], figures
+    return figures
+
+
+def report(name: str, figures: dict) -> None:
+    hits = collections.Counter(h[0] for h in figures["hits"])
+    print(
+        f"\n{name}: {len(figures['hits'])} kill points hit of {len(figures['points'])} chosen; "
+        f"phases hit {dict(hits)}; evaluations {figures['evaluations']} for 40 individuals, "
+        f"{figures['repeated']} repeated (in flight at the kills: {figures['in_flight']}); "
+        f"processes gone after each kill within {max(figures['cleanup_s'], default=0):.1f} s"
+    )
+    for point, hit in zip(figures["points"], figures["hits"], strict=False):
+        print(f"  planned {point['phase']} g{point['generation']} -> killed during {hit}")
+
+
+def test_kill_anywhere_few_points(tmp_path: Path, reference: Path) -> None:
+    figures = run_kill_anywhere(tmp_path, reference, n_points=4, seed=2024)
+    report("kill anywhere (default)", figures)
+    assert {h[0] for h in figures["hits"]} >= set(PHASES), figures["hits"]
+
+
+@pytest.mark.slow
+def test_kill_anywhere_many_points(tmp_path: Path, reference: Path) -> None:
+    figures = run_kill_anywhere(tmp_path, reference, n_points=12, seed=7)
+    report("kill anywhere (slow)", figures)
+    assert len(figures["hits"]) >= 10
+    assert {h[0] for h in figures["hits"]} >= set(PHASES), figures["hits"]
