@@ -589,7 +589,9 @@ SHIPPED = [ROOT / "config" / "config.yaml", *sorted((ROOT / "config" / "examples
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT)) for p in SHIPPED])
-def test_shipped_config_is_valid(path: Path, capsys) -> None:
+def test_shipped_config_is_valid(path: Path, capsys, monkeypatch) -> None:
+    # examples of user models import their module from config/examples (README: PYTHONPATH)
+    monkeypatch.syspath_prepend(str(ROOT / "config" / "examples"))
     rc = main(["validate", str(path)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
