@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 from helpers import assert_same_results, snakemake_cmd, write_config
 
-from l2lflow.store import DONE, FAILED, PENDING
+from l2lflow.store import PENDING
 
 pytestmark = pytest.mark.resilience
 

@@ -97,6 +97,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from l2lflow.check import check_store
+
+    report = check_store(args.results)
+    print(report.render())
+    return 0 if report.healthy else 1
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from l2lflow.plots import write_figures
 
@@ -193,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, metavar="N", help="show only the last N generations")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("check", help="check a results store's integrity (exit 1 if damaged)")
+    p.add_argument("results", type=Path, help="results folder (results/<name>) or its store")
+    p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("plot", help="figures of a run (fitness, parameters, tasks, runtime) as PNG")
     p.add_argument("results", type=Path, help="results folder (results/<name>) or its store")

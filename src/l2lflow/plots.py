@@ -180,6 +180,9 @@ def plot_parameters(results: Any, path: str | Path) -> Path:
     fig = _figure(3.4 * ncols + 0.8, 2.5 * nrows + 0.5)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     picks = [_subsample(fitness.shape[1], seed=k) for k in range(n_gen)]
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"].with_extremes(bad="0.7")
     mappable = None
     for ax, name in zip(axes.flat, names, strict=False):
         values = np.asarray(ds[name].values)[:n_gen]
@@ -197,7 +200,7 @@ def plot_parameters(results: Any, path: str | Path) -> Path:
             x + jitter,
             y,
             c=c,
-            cmap="viridis",
+            cmap=cmap,
             vmin=0,
             vmax=1,
             s=6,
@@ -206,7 +209,6 @@ def plot_parameters(results: Any, path: str | Path) -> Path:
             plotnonfinite=True,
             rasterized=True,
         )
-        mappable.cmap.set_bad("0.7")
         if labels is None:
             ax.plot(gens, np.nanmean(values, axis=1), color="black", lw=1.3, label="mean")
         if name in best:

@@ -55,9 +55,11 @@ def start_pools(execution: dict[str, Any], *, local_directory: str | None = None
     pools = WorkerPools()
     try:
         if execution.get("backend", "local") == "local":
-            from l2lflow.execution.local import start_local_cluster
-
-            from l2lflow.execution.local import local_gpus, start_local_gpu_cluster
+            from l2lflow.execution.local import (
+                local_gpus,
+                start_local_cluster,
+                start_local_gpu_cluster,
+            )
 
             cluster = start_local_cluster(execution, local_directory=local_directory)
             pools.clusters["cpu"] = cluster

@@ -165,7 +165,7 @@ _INSTALL_HINT = (
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _torch_parts() -> Any:
     """Import torch and build the pieces that need it (once per process)."""
     try:
@@ -201,7 +201,7 @@ def _torch_parts() -> Any:
     return torch, SpikeFunction, step
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_step(mode: str | None) -> Any:
     torch, _, step = _torch_parts()
     return torch.compile(step, mode=mode, dynamic=False)
