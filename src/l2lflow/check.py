@@ -155,9 +155,7 @@ class _Checker:
                 self.damage(f"{name}: variable missing (no {self.path / name / 'zarr.json'})")
         for name in names:
             try:
-                self.arrays[name] = zarr.open_array(
-                    str(self.path / name), mode="r", zarr_format=3
-                )
+                self.arrays[name] = zarr.open_array(str(self.path / name), mode="r", zarr_format=3)
             except Exception as exc:  # noqa: BLE001 - any reason is damage, named
                 self.damage(f"{name}: cannot open ({type(exc).__name__}: {exc})")
 
@@ -231,7 +229,7 @@ class _Checker:
         for name, arr in sorted(gen_arrays.items()):
             if int(arr.shape[0]) >= n:
                 self.rows[name] = self.read_rows(name, n)
-        for name, arr in sorted(self.arrays.items()):
+        for name in sorted(self.arrays):
             if name not in gen_arrays and name not in ("generation", "individual"):
                 self.read_all(name)  # meta_test variables and anything else
         aggregated = self.check_checkpoints(n)
@@ -359,7 +357,7 @@ class _Checker:
                 ok = (v >= p.low) & (v <= p.high)
             for g, i in zip(*np.nonzero(~ok), strict=True):
                 self.damage(
-                    f"{p.name}: generation {g} individual {i} is {values[g, i]!r}, outside "
+                    f"{p.name}: generation {g} individual {i} is {values[g, i].item()!r}, outside "
                     f"the parameter's space"
                 )
                 break

@@ -209,9 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="figures of a run (fitness, parameters, tasks, runtime) as PNG")
     p.add_argument("results", type=Path, help="results folder (results/<name>) or its store")
     p.add_argument("--out", type=Path, help="output folder (default: RESULTS/figures)")
-    p.add_argument(
-        "--figures", help="comma-separated subset of: fitness,parameters,tasks,runtime"
-    )
+    p.add_argument("--figures", help="comma-separated subset of: fitness,parameters,tasks,runtime")
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("export", help="the evaluations as one table (CSV or Parquet)")
@@ -244,8 +242,18 @@ def main(argv: list[str] | None = None) -> int:
         print("l2lflow: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
-        from l2lflow.errors import is_user_error
+        from l2lflow.errors import is_store_damage, is_user_error
 
+        if is_store_damage(exc):
+            where = getattr(args, "results", None) or "the results folder"
+            text = (str(exc) or type(exc).__name__).strip().splitlines()[0]
+            print(
+                f"l2lflow: error: {where}: the results store does not decode "
+                f"({type(exc).__name__}: {text}); `l2lflow check {where}` names the damaged "
+                "files",
+                file=sys.stderr,
+            )
+            return 2
         if not is_user_error(exc):
             raise
         print(f"l2lflow: error: {exc}", file=sys.stderr)

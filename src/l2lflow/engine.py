@@ -187,7 +187,9 @@ class Engine:
                 return exp.evaluate(generation, on_progress=progress, should_stop=should_stop)
             except Interrupted:
                 raise _ClientGone() from None
-        raise ValueError(f"unknown step {op!r} (allowed: sample, evaluate, aggregate, meta_test, shutdown)")
+        raise ValueError(
+            f"unknown step {op!r} (allowed: sample, evaluate, aggregate, meta_test, shutdown)"
+        )
 
     def _config(self, config_path: str | None) -> dict[str, Any]:
         if not config_path:
@@ -232,11 +234,17 @@ def _disconnected(conn: socket.socket) -> bool:
 
 def _one_line(exc: BaseException) -> str:
     """The user's errors as they are; our own bugs with their type and a pointer to the log."""
-    from l2lflow.errors import is_user_error
+    from l2lflow.errors import is_store_damage, is_user_error
 
     text = (str(exc) or type(exc).__name__).strip()
     if is_user_error(exc):
         return text
+    if is_store_damage(exc):
+        first = text.splitlines()[0] if text else type(exc).__name__
+        return (
+            f"the results store does not decode ({type(exc).__name__}: {first}); "
+            "`l2lflow check RESULTS` names the damaged files"
+        )
     return f"internal error {type(exc).__name__}: {text} (traceback in the engine log)"
 
 

@@ -40,6 +40,9 @@ class Experiment:
         self.results_dir = Path(config["results"])
         self.space = ParameterSpace.from_config(config["space"])
         self.store = ResultStore.open_or_create(self.results_dir, config)
+        if self.store.n_aggregated():
+            # resuming builds on the last checkpoint: a damaged one refuses before any work
+            self.store.checkpoint(self.store.n_aggregated() - 1)
         self._pools = pools
         self._owns_pools = False
         self._optimizer: Optimizer | None = None
@@ -193,6 +196,14 @@ class Experiment:
             raise StepError(f"cannot evaluate generation {generation}: it is not sampled yet")
         if not np.any(self.store.status(generation) == PENDING):
             return {"generation": generation, "evaluated": 0}
+        for name, column in self.store.parameters(generation).items():
+            # a sampled value is never NaN: NaN is the fill value of a chunk that is gone
+            if column.dtype.kind == "f" and not np.all(np.isfinite(column)):
+                raise StoreError(
+                    f"{self.store.path}: parameter {name!r} of generation {generation} is "
+                    "missing (a chunk was deleted); `l2lflow check "
+                    f"{self.results_dir}` lists the damage"
+                )
         pool = self.pool_name()
         client = self.pools().client(pool)
         progress = evaluate_generation(

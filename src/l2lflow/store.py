@@ -64,17 +64,27 @@ def _quiet_consolidate(path: Path) -> None:
 
 def read_store_attrs(results_dir: str | Path) -> dict[str, Any] | None:
     """The store's l2lflow attributes read as plain JSON (no zarr import), or None if no store."""
-    meta = store_path(results_dir) / "zarr.json"
+    return _read_attrs(store_path(results_dir))
+
+
+def _read_attrs(store: Path) -> dict[str, Any] | None:
+    """The l2lflow attributes of the Zarr store folder ``store`` (see read_store_attrs)."""
+    meta = store / "zarr.json"
     if not meta.exists():
         return None
     try:
         doc = json.loads(meta.read_text())
     except (OSError, ValueError) as exc:
-        raise StoreError(f"{meta}: unreadable store metadata ({exc})") from None
-    attrs = doc.get("attributes", {}).get("l2lflow")
+        raise StoreError(f"{meta}: unreadable store metadata, expected JSON ({exc})") from None
+    attrs = doc.get("attributes", {}).get("l2lflow") if isinstance(doc, dict) else None
     if not isinstance(attrs, dict):
+        raise StoreError(f"{store}: a Zarr store, but not an l2lflow results store")
+    version = attrs.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        # refuse before reading anything else: a newer layout may mean something else
         raise StoreError(
-            f"{store_path(results_dir)}: a Zarr store, but not an l2lflow results store"
+            f"{store}: store format version {version!r} is newer than this "
+            f"l2lflow understands ({FORMAT_VERSION}); upgrade l2lflow"
         )
     return attrs
 
@@ -557,8 +567,13 @@ def open_results(results: str | Path, **kwargs: Any):
         from l2lflow.config import load_config
 
         path = Path(load_config(path)["results"])
-    if path.name != STORE_NAME and (path / STORE_NAME).exists():
-        path = path / STORE_NAME
+    if path.name != STORE_NAME and (
+        (path / STORE_NAME).exists() or not (path / "zarr.json").exists()
+    ):
+        path = path / STORE_NAME  # the experiment folder (named in errors by its store)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path}: is a file, expected a Zarr store folder")
     if not (path / "zarr.json").exists():
         raise StoreError(f"{path}: no l2lflow results store here")
+    _read_attrs(path)  # metadata readable, an l2lflow store, a known format version
     return xr.open_zarr(str(path), **kwargs)
