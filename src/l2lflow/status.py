@@ -3,10 +3,11 @@
 Timing comes from the store alone: every evaluation has ``finished_at`` (wall clock) and
 ``runtime``, so its start is ``finished_at - runtime``. A generation's duration is the time from
 the end of the previous generation (for the first: its first evaluation's start) to its last
-evaluation's end, so the pipeline's own overhead (sample, aggregate) is included. Pauses (the
-run stopped and was resumed later) are left out: a stretch longer than
-``max(60 s, 3 × the longest evaluation)`` without any evaluation starting or ending counts as
-a pause. The ETA is the mean duration of the finished generations × the generations still to
+evaluation's end, so the pipeline's own overhead (sample, aggregate) is included. The elapsed
+time runs from the first evaluation's start to the last evaluation's end (to now while the run
+is going), so it is the sum of the generations' durations. Pauses (the run stopped and was
+resumed later) are left out of both: a stretch longer than ``max(60 s, 3 × the longest
+evaluation)`` without any evaluation starting or ending counts as a pause. The ETA is the mean duration of the finished generations × the generations still to
 run, where a generation in progress counts by its fraction of pending individuals.
 """
 
@@ -96,14 +97,18 @@ def run_status(results: str | Path, *, now: float | None = None) -> RunStatus:
     store = ResultStore(_results_dir(results))
     config = store.config
     direction = store.attrs.get("direction", config.get("direction", "minimize"))
+    pop = store.population_size
     status = _read(store, "status")
     fitness = _read(store, "fitness")
     finished = _read(store, "finished_at")
     runtime = _read(store, "runtime")
+    if status is None or fitness is None or not store.has("generation"):
+        # the engine is creating the store (its metadata is written before its arrays)
+        status = np.zeros((0, pop), dtype=np.int8)
+        fitness = np.zeros((0, pop))
     # the engine grows one array after another: use the rows every array already has
     n = min(a.shape[0] for a in (status, fitness, finished, runtime) if a is not None)
-    n = min(n, store.n_generations)
-    pop = store.population_size
+    n = min(n, store.n_generations) if n else 0
     status = status[:n]
     fitness = np.asarray(fitness[:n], dtype=np.float64)
     finished = np.asarray(finished[:n], dtype=np.float64) if finished is not None else None
@@ -124,10 +129,12 @@ def run_status(results: str | Path, *, now: float | None = None) -> RunStatus:
     )
     pause = max(MIN_PAUSE_S, 3.0 * max_runtime)
     aggregated = store.n_aggregated()
+    target = int(config["generations"])
+    finished_all = n >= target and not np.any(status == PENDING) and aggregated >= target
     last_event = float(events[-1]) if events.size else math.nan
     idle_s = now - last_event if events.size else math.nan
-    # "now" counts as run time only while results keep coming
-    horizon = now if events.size and idle_s <= pause else last_event
+    # "now" counts as run time only while results keep coming and the run is not finished
+    horizon = now if events.size and idle_s <= pause and not finished_all else last_event
 
     rows: list[GenerationStatus] = []
     durations: list[float] = []
@@ -164,7 +171,6 @@ def run_status(results: str | Path, *, now: float | None = None) -> RunStatus:
             )
         )
 
-    target = int(config["generations"])
     elapsed = _active_time(events, float(events[0]), horizon, pause) if events.size else 0.0
     pending_frac = sum(r.pending for r in rows) / pop
     remaining = max(target - n, 0) + pending_frac
@@ -173,7 +179,6 @@ def run_status(results: str | Path, *, now: float | None = None) -> RunStatus:
     else:  # the first generation runs: extrapolate from its finished fraction
         frac = (int(np.sum(status != PENDING)) / pop) if n else 0.0
         per_gen = elapsed / frac if frac > 0 else math.nan
-    finished_all = n >= target and pending_frac == 0 and aggregated >= target
     eta = 0.0 if finished_all else per_gen * remaining
 
     best_info = None
