@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -182,6 +183,19 @@ def test_status_leaves_out_pauses_and_reports_a_finished_run(stores) -> None:
     assert "elapsed 50 s, 10 s per generation, done" in text
     assert "meta-test #0 (generation 4, individual 3) on held-out tasks: 0.5" in text
     assert "meta-test #1 (generation 4, individual 2) on held-out tasks: failed" in text
+    # seconds after the last result: a finished run's clock has stopped at its last result
+    just_after = run_status(stores["finished"], now=T0 + 3600 + 50 + 2)
+    assert just_after.elapsed_s == pytest.approx(50.0) and just_after.finished
+
+
+def test_status_of_a_store_being_created(tmp_path) -> None:
+    # the engine writes the store's metadata before its arrays: status must not trip over that
+    path = build_store(tmp_path / "new", generations=3, complete=0)
+    shutil.rmtree(path / "results.zarr" / "status")
+    st = run_status(path)
+    assert st.rows == [] and not st.finished and st.best is None and st.elapsed_s == 0
+    text = format_status(st)
+    assert "0/3 generations sampled" in text and "ETA ? (no result yet)" in text
 
 
 def test_status_of_a_stopped_run_says_when_it_last_wrote(stores) -> None:
@@ -316,9 +330,15 @@ def test_to_dataframe_is_one_row_per_evaluation(stores) -> None:
         "fitness",
         "status",
     ]
-    assert {"seed", "metric_chance", "runtime", "attempts", "worker", "finished_at", "error"} <= set(
-        df.columns
-    )
+    assert {
+        "seed",
+        "metric_chance",
+        "runtime",
+        "attempts",
+        "worker",
+        "finished_at",
+        "error",
+    } <= set(df.columns)
     assert "log" not in df.columns and "task_accuracy" not in df.columns
     assert df["status"].tolist().count(0) == 2  # the pending of generation 4
     row = df[(df.generation == 1) & (df.individual == 2)].iloc[0]
@@ -445,7 +465,10 @@ def test_status_while_snakemake_runs_then_everything_on_its_store(tmp_path) -> N
         name="live",
         generations=3,
         population_size=6,
-        optimizee={"name": "test.counting", "options": {"counter_dir": str(counter), "sleep_s": 0.3}},
+        optimizee={
+            "name": "test.counting",
+            "options": {"counter_dir": str(counter), "sleep_s": 0.3},
+        },
         execution={"workers": 1, "idle_timeout_s": 20},
     )
     results = tmp_path / "results" / "live"
@@ -465,8 +488,16 @@ def test_status_while_snakemake_runs_then_everything_on_its_store(tmp_path) -> N
             if (results / "results.zarr" / "zarr.json").exists():
                 if watcher is None:
                     watcher = subprocess.Popen(
-                        [sys.executable, "-m", "l2lflow", "status", str(results), "--watch",
-                         "--interval", "0.2"],
+                        [
+                            sys.executable,
+                            "-m",
+                            "l2lflow",
+                            "status",
+                            str(results),
+                            "--watch",
+                            "--interval",
+                            "0.2",
+                        ],
                         stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT,
                         text=True,
