@@ -143,28 +143,33 @@ _EVALUATION_LOG.propagate = False
 _EVALUATION_LOG.setLevel(logging.INFO)
 
 
-def run_one(spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
-    """Evaluate one individual in this process and return a plain result dict (never raises)."""
+def _context(spec: EvaluationSpec, item: Mapping[str, Any], log: logging.Logger) -> Any:
+    """The ``EvaluationContext`` an optimizee sees for one work item."""
     from l2lflow.optimizees.base import EvaluationContext
 
+    return EvaluationContext(
+        generation=int(item["generation"]),
+        individual=int(item["individual"]),
+        seed=int(item["seed"]),
+        attempt=int(item.get("attempt", 0)),
+        threads=spec.threads,
+        scratch_root=spec.scratch_root,
+        experiment_seed=spec.experiment_seed,
+        task_seed=int(item.get("task_seed", 0)),
+        phase=str(item.get("phase", "optimize")),
+        log=log,
+    )
+
+
+def run_one(spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
+    """Evaluate one individual in this process and return a plain result dict (never raises)."""
     handler = _ListHandler()
     log = _EVALUATION_LOG
     log.addHandler(handler)
     start = time.perf_counter()
     try:
         optimizee = _optimizee(spec.optimizee)
-        context = EvaluationContext(
-            generation=int(item["generation"]),
-            individual=int(item["individual"]),
-            seed=int(item["seed"]),
-            attempt=int(item.get("attempt", 0)),
-            threads=spec.threads,
-            scratch_root=spec.scratch_root,
-            experiment_seed=spec.experiment_seed,
-            task_seed=int(item.get("task_seed", 0)),
-            phase=str(item.get("phase", "optimize")),
-            log=log,
-        )
+        context = _context(spec, item, log)
         kwargs = dict(spec.options)
         if optimizee.accepts_context:
             kwargs["context"] = context
@@ -209,7 +214,6 @@ def run_batch(spec: EvaluationSpec, items: list[Mapping[str, Any]]) -> list[dict
     An exception fails the whole batch (the engine retries it in smaller pieces); a NaN fails
     only its own individual.
     """
-    from l2lflow.optimizees.base import EvaluationContext
 
     if not spec.batched:
         return [run_one(spec, item) for item in items]
@@ -219,21 +223,7 @@ def run_batch(spec: EvaluationSpec, items: list[Mapping[str, Any]]) -> list[dict
     start = time.perf_counter()
     try:
         optimizee = _optimizee(spec.optimizee)
-        contexts = [
-            EvaluationContext(
-                generation=int(item["generation"]),
-                individual=int(item["individual"]),
-                seed=int(item["seed"]),
-                attempt=int(item.get("attempt", 0)),
-                threads=spec.threads,
-                scratch_root=spec.scratch_root,
-                experiment_seed=spec.experiment_seed,
-                task_seed=int(item.get("task_seed", 0)),
-                phase=str(item.get("phase", "optimize")),
-                log=log,
-            )
-            for item in items
-        ]
+        contexts = [_context(spec, item, log) for item in items]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             values = optimizee.function(
