@@ -1,6 +1,14 @@
 """Optimizees: what evaluating one individual means. Importing this registers the built-ins."""
 
-from l2lflow.optimizees import faults, functions  # noqa: F401  (registers the built-ins)
+# torch_lsnn and genn import torch / pygenn only when an evaluation runs, so the registry works
+# without them
+from l2lflow.optimizees import (  # noqa: F401  (registers the built-ins)
+    faults,
+    functions,
+    genn,
+    probe,
+    torch_lsnn,
+)
 from l2lflow.optimizees.base import (
     REGISTRY,
     EvaluationContext,
