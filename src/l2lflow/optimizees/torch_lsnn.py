@@ -298,8 +298,9 @@ def lsnn(
     if compile:
         step = _compiled_step(None if compile is True else str(compile))
     if contexts is None:
-        contexts = [EvaluationContext(generation=0, individual=i, seed=s) for i, s in
-                    enumerate(seeds)]
+        contexts = [
+            EvaluationContext(generation=0, individual=i, seed=s) for i, s in enumerate(seeds)
+        ]
     elif dev.type == "cpu":
         torch.set_num_threads(max(1, int(contexts[0].threads)))
     n, n_in, n_t, n_tasks = int(n_neurons), int(n_inputs), int(n_steps), int(n_tasks)
@@ -315,8 +316,16 @@ def lsnn(
     for ts in distinct:
         tasks = draw_tasks(ts, n_tasks, n_points=n_points, vary_frequency=vary_frequency)
         encoded.extend(
-            encode_task(task, ts, t, n_inputs=n_in, n_steps=n_t, n_points=n_points, dt=dt,
-                        max_rate_hz=max_rate_hz)
+            encode_task(
+                task,
+                ts,
+                t,
+                n_inputs=n_in,
+                n_steps=n_t,
+                n_points=n_points,
+                dt=dt,
+                max_rate_hz=max_rate_hz,
+            )
             for t, task in enumerate(tasks)
         )
     spikes = torch.from_numpy(np.stack([e[0] for e in encoded]))  # [U*T, 2, S, I]
@@ -340,8 +349,9 @@ def lsnn(
     alpha = [math.exp(-dt / p["tau_m"]) for p in hp]
     rho = [math.exp(-dt / p["tau_a"]) for p in hp]
     n_adaptive = np.array([round(p["frac_adaptive"] * n) for p in hp])
-    beta_rows = np.where(np.arange(n)[None, :] < n_adaptive[:, None],
-                         np.array([p["beta"] for p in hp])[:, None], 0.0)
+    beta_rows = np.where(
+        np.arange(n)[None, :] < n_adaptive[:, None], np.array([p["beta"] for p in hp])[:, None], 0.0
+    )
     consts = {
         "alpha": per_slice(alpha),
         "one_minus_alpha": per_slice([1.0 - a for a in alpha]),
@@ -405,10 +415,13 @@ def lsnn(
     train = torch.full((bt,), math.nan, dtype=tdtype, device=dev)
     for k in range(1, int(inner_steps) + 1):
         with torch.enable_grad():
-            readout = [weights[2].clone().requires_grad_(True),
-                       weights[3].clone().requires_grad_(True)]
-            probes = [torch.zeros(bt, n, dtype=tdtype, device=dev, requires_grad=True)
-                      for _ in range(n_t)]
+            readout = [
+                weights[2].clone().requires_grad_(True),
+                weights[3].clone().requires_grad_(True),
+            ]
+            probes = [
+                torch.zeros(bt, n, dtype=tdtype, device=dev, requires_grad=True) for _ in range(n_t)
+            ]
             y, _, spikes_in = run(x_train, [weights[0], weights[1], *readout], probes)
             loss = mse(y, y_train)
             grads = torch.autograd.grad(loss.sum(), readout + probes)
@@ -455,6 +468,7 @@ def lsnn(
         )
         if diverged:
             reason = "invalid parameters" if not valid[i] else "diverged"
-            contexts[i].log.warning("individual %d: %s (fitness NaN)", contexts[i].individual,
-                                    reason)
+            contexts[i].log.warning(
+                "individual %d: %s (fitness NaN)", contexts[i].individual, reason
+            )
     return out
