@@ -12,6 +12,7 @@ _USER_ERRORS = {
     "StepError",
     "OptimizerError",
     "OptimizeeError",
+    "PoolError",
 }
 
 

@@ -16,6 +16,10 @@ from typing import Any
 log = logging.getLogger("l2lflow.execution")
 
 
+class PoolError(RuntimeError):
+    """The run has no worker pool for what the optimizee needs (a config matter: one line)."""
+
+
 @dataclass
 class WorkerPools:
     """The clusters and clients of a run, by pool name."""
@@ -26,9 +30,16 @@ class WorkerPools:
     def client(self, name: str):
         """The client of pool ``name`` (GPU work only ever goes to the ``gpu`` pool)."""
         if name not in self.clients:
-            raise RuntimeError(
+            hint = f"configure execution.pools.{name}"
+            if name == "gpu":
+                hint = (
+                    "with the local backend a GPU worker starts only when `nvidia-smi -L` lists "
+                    "a GPU and execution.gpu is auto; with Slurm configure execution.pools.gpu; "
+                    "or set evaluation.device: cpu to run it on CPU workers"
+                )
+            raise PoolError(
                 f"this optimizee needs a '{name}' worker pool, but the run has only: "
-                f"{', '.join(self.clients) or 'none'} (configure execution.pools.{name})"
+                f"{', '.join(self.clients) or 'none'} ({hint})"
             )
         return self.clients[name]
 
@@ -61,7 +72,11 @@ def start_pools(execution: dict[str, Any], *, local_directory: str | None = None
                 start_local_gpu_cluster,
             )
 
-            cluster = start_local_cluster(execution, local_directory=local_directory)
+            # CPU workers see no GPU: a torch optimizee with device "auto" routed to the cpu pool
+            # (evaluation.device: cpu, or no gpu pool) then really runs on the CPU
+            cluster = start_local_cluster(
+                execution, local_directory=local_directory, env={"CUDA_VISIBLE_DEVICES": ""}
+            )
             pools.clusters["cpu"] = cluster
             pools.clients["cpu"] = Client(cluster, set_as_default=False)
             if execution.get("gpu", "auto") == "auto" and local_gpus():
