@@ -245,7 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         from l2lflow.errors import is_store_damage, is_user_error
 
         if is_store_damage(exc):
-            where = getattr(args, "results", None) or "the results folder"
+            where = getattr(args, "results", None)
+            if where is None and getattr(args, "config", None) is not None:
+                try:  # `run CONFIG`: the store is the config's results folder
+                    from l2lflow.config import load_config
+
+                    where = load_config(args.config)["results"]
+                except Exception:  # noqa: BLE001 - the message works without it
+                    pass
+            where = where or "RESULTS"
             text = (str(exc) or type(exc).__name__).strip().splitlines()[0]
             print(
                 f"l2lflow: error: {where}: the results store does not decode "

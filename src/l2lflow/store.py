@@ -154,6 +154,15 @@ class ResultStore:
             )
         except Exception as exc:
             raise StoreError(f"{self.path}: cannot open the Zarr store ({exc})") from None
+        try:
+            # every variable's metadata must parse (the writer lists them when it grows the
+            # store): refuse a store with an unreadable or foreign one now, before any work
+            list(self.root.array_keys())
+        except Exception:  # noqa: BLE001 - named below
+            raise StoreError(
+                f"{self.path}: variable {_unreadable_variable(self.path)} cannot be read; "
+                f"`l2lflow check {self.results_dir}` lists the damage"
+            ) from None
         self.attrs = attrs
         self.mode = mode
         self._arrays: dict[str, Any] = {}
@@ -536,6 +545,21 @@ class ResultStore:
             self.attrs = {**self.attrs, "array_dims": dims}
             self.root.attrs["l2lflow"] = self.attrs
             _quiet_consolidate(self.path)
+
+
+def _unreadable_variable(path: Path) -> str:
+    """The first node of the store at ``path`` whose metadata zarr cannot read, and why."""
+    import zarr
+
+    for meta in sorted(path.rglob("zarr.json")):
+        if meta.parent == path:
+            continue
+        try:
+            zarr.open(str(meta.parent), mode="r", zarr_format=3)
+        except Exception as exc:  # noqa: BLE001 - reported
+            text = (str(exc) or type(exc).__name__).splitlines()[0]
+            return f"{meta.parent.relative_to(path).as_posix()!r} ({type(exc).__name__}: {text})"
+    return "metadata"
 
 
 def _fill(dtype: Any) -> Any:
