@@ -230,13 +230,13 @@ STORE_CASES: list[StoreCase] = [
         "truncated-parameter-chunk-of-pending-generation",
         lambda r: truncate(chunk(r, "a", 2)),
         ("export", "resume"),
-        ("does not decode", "l2lflow check"),
+        ("{r}", "does not decode", "l2lflow check {r}"),
     ),
     *across(
         "truncated-optimizer-checkpoint",
         lambda r: truncate(chunk(r, "optimizer/state", 1)),
         ("status", "resume"),
-        ("does not decode", "l2lflow check"),
+        ("{r}", "does not decode", "l2lflow check {r}"),
     ),
     StoreCase(
         "deleted-parameter-chunk-of-pending-generation-resume",
@@ -247,8 +247,8 @@ STORE_CASES: list[StoreCase] = [
     *across(
         "truncated-variable-metadata",
         lambda r: truncate(r / "results.zarr" / "fitness" / "zarr.json"),
-        ("status",),
-        ("does not decode", "l2lflow check"),
+        ("status", "resume"),
+        ("{r}/results.zarr", "variable 'fitness'", "cannot be read", "l2lflow check {r}"),
     ),
     StoreCase(
         "checkpoint-not-json-resume",
@@ -451,3 +451,182 @@ def test_check_reports_damage(kind: str, base, tmp_path: Path, capsys) -> None:
         assert any(needle in line for line in damaged), f"{needle!r} not in:\n{out}"
     assert out.strip().splitlines()[-1].startswith("damaged: ")
     assert tree_hash(results / "results.zarr") == before, "check wrote to the store"
+
+
+# ---------------------------------------------------------------------------- safe loading
+class _Payload:
+    """Unpickling this runs a shell command that creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def payloads(marker: Path) -> tuple[bytes, str]:
+    """(binary pickle, ASCII protocol-0 pickle) that create ``marker`` when unpickled; proven
+    live here, so a test that finds no marker proves nothing unpickled them."""
+    import pickle
+
+    binary = pickle.dumps(_Payload(marker), protocol=pickle.HIGHEST_PROTOCOL)
+    text = pickle.dumps(_Payload(marker), protocol=0).decode("ascii")
+    for p in (binary, text.encode("ascii")):
+        pickle.loads(p)  # noqa: S301 - the point: these payloads are live
+        assert marker.exists()
+        marker.unlink()
+    return binary, text
+
+
+def plant_inert(results: Path, binary: bytes, text: str) -> None:
+    """Pickles where a careless loader might look; none of them is the store's data."""
+    store = results / "results.zarr"
+    meta = store / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["l2lflow"]["optimizer_state"] = text
+    doc["attributes"]["l2lflow"]["pickle"] = binary.hex()
+    meta.write_text(json.dumps(doc))
+    fit = store / "fitness" / "zarr.json"
+    doc = json.loads(fit.read_text())
+    doc.setdefault("attributes", {})["state"] = text
+    fit.write_text(json.dumps(doc))
+    (store / "optimizer" / "state.pkl").write_bytes(binary)
+    (results / "optimizer.pickle").write_bytes(binary)
+    (results / "checkpoint.npy").write_bytes(binary)
+
+
+def plant_pickle_array(results: Path, binary: bytes) -> None:
+    """An array whose codec would unpickle its chunk (zarr 3 knows no such codec)."""
+    store = results / "results.zarr"
+    # an array whose codec would unpickle its chunks (zarr 3 has no such codec: must not load)
+    evil = store / "evil"
+    (evil / "c" / "0").mkdir(parents=True)
+    (evil / "zarr.json").write_text(
+        json.dumps(
+            {
+                "zarr_format": 3,
+                "node_type": "array",
+                "shape": [2],
+                "data_type": "float64",
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [2]}},
+                "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+                "fill_value": 0.0,
+                "codecs": [{"name": "numcodecs.pickle", "configuration": {"protocol": 5}}],
+                "dimension_names": ["evil"],
+                "attributes": {},
+            }
+        )
+    )
+    (evil / "c" / "0" / "0").write_bytes(binary)
+
+
+def test_planted_pickles_are_never_loaded(base, tmp_path: Path, capsys) -> None:
+    """Open, inspect, check and resume a store full of live pickles: none runs; the run ends."""
+    cfg_base, results_base = base
+    marker = tmp_path / "PWNED"
+    binary, text = payloads(marker)
+    results = tmp_path / "results" / "s"
+    shutil.copytree(results_base, results)
+    moved(results)
+    plant_inert(results, binary, text)
+    config = yaml.safe_load(cfg_base.read_text())
+    config["results"] = str(results)
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    outcomes = {}
+    for argv in (
+        ["status", results],
+        ["status", "--json", results],
+        ["export", results, "--out", tmp_path / "t.csv"],
+        ["check", results],
+        ["run", cfg],  # resumes: evaluates and aggregates generation 2
+    ):
+        code, out, err = run_cli(argv, capsys)
+        outcomes[argv[0] + ("-json" if "--json" in argv else "")] = code
+        assert not marker.exists(), f"{argv}: a planted pickle was executed"
+        if code not in (0, 1):
+            assert_one_clear_line(code, err, [])
+    assert outcomes == {"status": 0, "status-json": 0, "export": 0, "check": 0, "run": 0}
+    from l2lflow.store import ResultStore
+
+    store = ResultStore(results)
+    assert store.n_aggregated() == GENERATIONS
+    assert store.checkpoint(GENERATIONS - 1)["summary"]["n_done"] == 4
+    assert not marker.exists()
+
+
+def test_array_with_a_pickle_codec_is_refused_unread(base, tmp_path: Path, capsys) -> None:
+    """A variable whose codec would unpickle: the store's readers refuse the store, xarray's
+    view (consolidated metadata, which does not list it) ignores it; none unpickles (zarr 3
+    registers no pickle codec, and l2lflow adds none)."""
+    cfg_base, results_base = base
+    marker = tmp_path / "PWNED"
+    binary, _ = payloads(marker)
+    results = tmp_path / "results" / "s"
+    shutil.copytree(results_base, results)
+    moved(results)
+    plant_pickle_array(results, binary)
+    config = yaml.safe_load(cfg_base.read_text())
+    config["results"] = str(results)
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    before = tree_hash(results / "results.zarr")
+    for argv in (["status", results], ["run", cfg]):
+        code, _, err = run_cli(argv, capsys)
+        assert_one_clear_line(code, err, ["'evil'", "numcodecs.pickle", "l2lflow check"])
+        assert not marker.exists(), f"{argv}: the planted pickle was executed"
+    code, out, _ = run_cli(["export", results, "--out", tmp_path / "t.csv"], capsys)
+    assert code == 0 and "evil" not in (tmp_path / "t.csv").read_text().splitlines()[0]
+    code, out, _ = run_cli(["check", results], capsys)
+    assert code == 1 and "evil: cannot open" in out, out
+    import l2lflow
+
+    assert "evil" not in l2lflow.open_results(results).load().variables
+    assert not marker.exists()
+    assert tree_hash(results / "results.zarr") == before
+
+
+@pytest.mark.parametrize("where", ["checkpoint-text", "checkpoint-chunk"])
+def test_pickle_as_optimizer_checkpoint_is_refused(where, base, tmp_path: Path, capsys) -> None:
+    """A pickle in place of the optimizer checkpoint a resume needs: refused, never loaded."""
+    cfg_base, results_base = base
+    marker = tmp_path / "PWNED"
+    binary, text = payloads(marker)
+    results = tmp_path / "results" / "s"
+    shutil.copytree(results_base, results)
+    moved(results)
+    if where == "checkpoint-text":
+        write_state_text(results, 1, text)
+        needles = ["optimizer checkpoint 1 is damaged"]
+    else:
+        chunk(results, "optimizer/state", 1).write_bytes(binary)
+        needles = ["does not decode", "l2lflow check"]
+    config = yaml.safe_load(cfg_base.read_text())
+    config["results"] = str(results)
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    before = tree_hash(results / "results.zarr")
+    code, _, err = run_cli(["run", cfg], capsys)
+    assert_one_clear_line(code, err, needles)
+    code, out, _ = run_cli(["check", results], capsys)
+    assert code == 1 and "optimizer/state" in out, out
+    assert not marker.exists(), "the planted pickle was executed"
+    assert tree_hash(results / "results.zarr") == before
+
+
+def test_no_code_loads_objects_from_files() -> None:
+    """The package never calls an unpickler or evaluator on data (a regression guard)."""
+    import re
+
+    src = Path(__file__).resolve().parents[1] / "src" / "l2lflow"
+    banned = re.compile(
+        r"pickle\.loads?\(|cloudpickle\.loads?\(|marshal\.loads?\(|\beval\(|\bexec\(|"
+        r"yaml\.load\(|yaml\.unsafe_load|allow_pickle\s*=\s*True|shelve\.open|dill\."
+    )
+    hits = [
+        f"{path.relative_to(src)}:{n}: {line.strip()}"
+        for path in sorted(src.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if banned.search(line) and not line.lstrip().startswith("#")
+    ]
+    assert hits == [], "\n".join(hits)
