@@ -1,0 +1,311 @@
+"""``snakemake --report report.html figures``: the experiment's figures in Snakemake's HTML report,
+opened in a real browser (headless Chromium) to check that they are there and drawn.
+
+Chromium is Debian's ``chromium`` package. The test installs it with ``apt-get`` when it is
+missing and that is possible (root on Debian); otherwise it skips and says why.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import select
+import shutil
+import struct
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import REPO, run_snakemake, write_config
+
+#: what a browser running unattended in CI needs: no sandbox (root in a container), no GPU,
+#: no network calls of its own, a throw-away profile
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--window-size=1400,1000",
+)
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def _find() -> str | None:
+    for name in CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _apt_install() -> str:
+    """Install Debian's chromium; returns why it did not work ("" if it did)."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if out.returncode != 0:  # stale package lists: update once and retry
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=300)
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if out.returncode != 0:
+        lines = (out.stderr or out.stdout).strip().splitlines()
+        return f"apt-get install chromium failed: {lines[-1] if lines else out.returncode}"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The path of a Chromium binary, installed with apt-get if missing and possible."""
+    path = _find()
+    if path:
+        return path
+    if shutil.which("apt-get") is None:
+        pytest.skip("no chromium, and no apt-get to install it (install Debian's 'chromium')")
+    if os.geteuid() != 0:
+        pytest.skip("no chromium, and installing it needs root: sudo apt-get install chromium")
+    why = _apt_install()
+    path = _find()
+    if path is None:
+        pytest.skip(why or "apt-get installed chromium, but no chromium binary is on PATH")
+    return path
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
+    JSON messages ending in NUL, commands on fd 3, answers on fd 4), so that the test clicks
+    through Snakemake's report like a user, with the standard library only."""
+
+    def __init__(self, binary: str, profile: Path) -> None:
+        to_r, self._w = os.pipe()
+        self._r, from_w = os.pipe()
+        # above 10, so that moving them to 3 and 4 in the child cannot clobber one another
+        child_r = fcntl.fcntl(to_r, fcntl.F_DUPFD, 10)
+        child_w = fcntl.fcntl(from_w, fcntl.F_DUPFD, 10)
+        os.close(to_r)
+        os.close(from_w)
+
+        def pipes_to_3_and_4() -> None:
+            os.dup2(child_r, 3)
+            os.dup2(child_w, 4)
+
+        self.proc = subprocess.Popen(
+            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(3, 4),
+            preexec_fn=pipes_to_3_and_4,
+        )
+        os.close(child_r)
+        os.close(child_w)
+        self._buf = b""
+        self._id = 0
+        self.session: str | None = None
+
+    def call(self, method: str, params: dict | None = None, *, timeout: float = 30) -> dict:
+        self._id += 1
+        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
+        if self.session is not None and not method.startswith(("Target.", "Browser.")):
+            msg["sessionId"] = self.session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" in self._buf:
+                raw, self._buf = self._buf.split(b"\0", 1)
+                answer = json.loads(raw)
+                if answer.get("id") == self._id:
+                    if "error" in answer:
+                        raise RuntimeError(f"{method}: {answer['error']}")
+                    return answer["result"]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"chromium did not answer {method} within {timeout} s")
+            if select.select([self._r], [], [], left)[0]:
+                chunk = os.read(self._r, 1 << 20)
+                if not chunk:
+                    raise RuntimeError(f"chromium exited ({self.proc.poll()}) during {method}")
+                self._buf += chunk
+
+    def open(self, url: str) -> None:
+        target = self.call("Target.createTarget", {"url": url})["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
+        deadline = time.monotonic() + 60
+        while self.js("document.readyState + ' ' + location.href") != f"complete {url}":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"chromium did not load {url} within 60 s")
+            time.sleep(0.05)
+
+    def js(self, expression: str, *, timeout: float = 30) -> Any:
+        """Evaluate ``expression`` in the page (promises awaited) and return its value."""
+        out = self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+            timeout=timeout,
+        )
+        if "exceptionDetails" in out:
+            raise RuntimeError(f"in the page: {out['exceptionDetails']}")
+        return out["result"].get("value")
+
+    def screenshot(self, clip: dict[str, float]) -> bytes:
+        data = self.call("Page.captureScreenshot", {"format": "png", "clip": {**clip, "scale": 1}})
+        return base64.b64decode(data["data"])
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=5)
+        except (RuntimeError, TimeoutError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._w)
+        os.close(self._r)
+
+
+#: JavaScript helpers for the report page: wait for something, click a link by its text
+PAGE_HELPERS = """
+window.__until = async (f, ms = 15000) => {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('timed out waiting for ' + f);
+    await new Promise(r => setTimeout(r, 50));
+  }
+};
+window.__click = async (text) => {
+  const a = await __until(() => [...document.querySelectorAll('a')].find(
+    a => a.textContent.trim() === text));
+  a.click();
+};
+true
+"""
+
+#: a learning-to-learn stand-in that runs in milliseconds: per-task scores and a meta-test, so
+#: that the report has all four figures
+TASK_MODEL = """
+import numpy as np
+from l2lflow.optimizees.base import register_optimizee
+
+
+@register_optimizee("report_test.tasks", array_dims={"task_score": ("task",)}, meta_test=True)
+def tasks(params, seed, *, context):
+    rng = np.random.default_rng(seed)
+    skill = -((params["a"] - 0.5) ** 2) - 0.1 * np.log(params["b"]) ** 2
+    scores = skill + 0.05 * rng.standard_normal(4) + np.linspace(0, 0.3, 4)
+    return {"fitness": float(scores.mean()), "task_score": scores}
+"""
+
+
+def _rst(name: str) -> str:
+    """The caption of a figure as a reader sees it (without the reStructuredText markup)."""
+    return (REPO / "workflow" / "report" / f"{name}.rst").read_text().replace("*", "")
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _colours(png: bytes) -> int:
+    import io
+
+    from matplotlib.image import imread
+
+    img = imread(io.BytesIO(png), format="png")
+    return int(np.unique(img.reshape(-1, img.shape[-1]), axis=0).shape[0])
+
+
+def test_snakemake_report_shows_every_figure_in_chromium(chromium, tmp_path, monkeypatch) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "report_test_model.py").write_text(TASK_MODEL)
+    # Snakemake, the engine and the workers import the model from here
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(models), os.environ.get("PYTHONPATH")]))
+    )
+    cfg = write_config(
+        tmp_path,
+        name="report",
+        generations=4,
+        population_size=8,
+        direction="maximize",
+        optimizee={"name": "report_test_model:tasks", "meta_test": {"top_k": 2}},
+        execution={"workers": 1, "idle_timeout_s": 20},
+    )
+    results = tmp_path / "results" / "report"
+    run_snakemake(tmp_path, cfg, "figures")
+    figures = {p.stem: p for p in (results / "figures").glob("*.png")}
+    assert sorted(figures) == ["fitness", "parameters", "runtime", "tasks"]
+    report = tmp_path / "report.html"
+    proc = run_snakemake(tmp_path, cfg, "--report", str(report), "figures")
+    assert report.exists(), proc.stderr
+
+    captions = {name: " ".join(_rst(name).split()[:3]) for name in figures}
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    browser = Browser(chromium, profile)
+    try:
+        browser.open(report.as_uri())
+        browser.js(PAGE_HELPERS)
+        # the report's own navigation: Results -> the experiment's category -> one row per figure
+        browser.js("__click('Results')")
+        browser.js("__until(() => !!document.querySelector('tbody tr'))")
+        labels = browser.js(
+            "[...document.querySelectorAll('tbody tr td:first-child')].map(td => td.textContent)"
+        )
+        assert labels == ["1. fitness", "2. parameters", "3. tasks", "4. runtime"]
+        crumbs = browser.js("[...document.querySelectorAll('nav ol a')].map(a => a.textContent)")
+        assert "report" in crumbs  # the category is the experiment's name
+        for row, label in enumerate(labels):
+            name = label.split(". ", 1)[1]
+            browser.js(
+                f"document.querySelectorAll('tbody tr')[{row}]"
+                ".querySelector('a[iconname=eye]').click(); true"
+            )
+            shown = browser.js(
+                """__until(() => {
+                  const img = [...document.querySelectorAll('img')].find(
+                    i => i.src.startsWith('data:image/png') && i.complete && i.naturalWidth > 0);
+                  if (!img) return null;
+                  const r = img.getBoundingClientRect();
+                  return {src: img.src, w: img.naturalWidth, h: img.naturalHeight,
+                          x: r.x, y: r.y, width: r.width, height: r.height};
+                })"""
+            )
+            data = figures[name].read_bytes()
+            # the browser decoded the very PNG that `l2lflow plot` wrote ...
+            assert base64.b64decode(shown["src"].split(",", 1)[1]) == data, name
+            assert (shown["w"], shown["h"]) == _png_size(data), name
+            # ... and drew it on the page, large and not blank
+            assert shown["width"] > 300 and shown["height"] > 150, (name, shown["width"])
+            clip = {k: shown[k] for k in ("x", "y", "width", "height")}
+            assert _colours(browser.screenshot(clip)) > 50, f"{name}: drawn almost blank"
+            # its caption (workflow/report/<name>.rst) is one click away
+            browser.js(
+                f"document.querySelectorAll('tbody tr')[{row}]"
+                ".querySelector('a[iconname=information-circle]').click(); true"
+            )
+            text = browser.js(
+                f"__until(() => document.body.innerText.includes({json.dumps(captions[name])})"
+                " && document.body.innerText)"
+            )
+            assert figures[name].name in text and "figures" in text  # file name and the rule
+            browser.js("__click('report')")  # back to the table of figures
+            browser.js("__until(() => !!document.querySelector('tbody tr a[iconname=eye]'))")
+    finally:
+        browser.close()
