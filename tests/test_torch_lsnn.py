@@ -187,9 +187,9 @@ def test_outer_loop_improves_lsnn_learning(tmp_path: Path) -> None:
     Each generation draws its own tasks, so raw fitness of different generations is not
     comparable (a sine of amplitude 5 has 25 times the error of one of amplitude 1). Both
     populations, as stored, are therefore re-evaluated on one common set of held-out tasks.
-    At this CPU-test size five inner steps barely generalise to held-out points; what the outer
-    loop learns here is which inner learning rates and weight scales make learning *harmful*
-    (Adam steps of 0.3 and more wreck the network), so the test checks the population mean.
+    The outer loop tunes the two hyperparameters that matter most at this tiny size (inner
+    learning rate and initial weight scale; the others keep their defaults), so that five
+    generations of eight are enough for both the population mean and the best to improve.
     """
     import xarray as xr
 
@@ -210,8 +210,6 @@ def test_outer_loop_improves_lsnn_learning(tmp_path: Path) -> None:
         "n_points": 10,
         "inner_steps": 5,
         "n_tasks": 4,
-        "max_rate_hz": 500.0,
-        "tau_out": 5.0,
         "device": "cpu",
     }
     config = load_config(
@@ -255,7 +253,7 @@ def test_outer_loop_improves_lsnn_learning(tmp_path: Path) -> None:
         f"generation {GENERATIONS - 1}: mean {last.mean():.3f} best {last.min():.3f}"
     )
     assert last.mean() < first.mean()
-    assert last.max() < first.max()
+    assert last.min() < first.min()
 
 
 def test_registry_works_without_torch_or_pygenn() -> None:

@@ -14,6 +14,14 @@ tuning curves, Bernoulli spikes); the target of every step is the current point'
 second half of each point's window (the first half lets the network settle). A task has a training
 sequence and a held-out sequence of *other* x values of the same sine.
 
+The input must be strong enough for the network's output to depend on x rather than on time.
+Measured at the reference size (6 tasks, 8 hyperparameter sets): with 200 Hz peak input rate,
+input gain 5 and a 20 ms readout filter, five inner steps lowered the training error but left the
+held-out error where it was (the network fitted the training sequence in time, not y(x)); with
+the defaults below (1,000 Hz, gain 10, 5 ms) the held-out MSE falls from 2.78 before learning to
+1.31 after it (Adam, ``inner_lr`` 0.1, ``w_scale`` 0.3), and bad hyperparameters make it 6.9:
+learning generalises and the outer loop has something to optimise.
+
 Inner loop, per individual and task: ``inner_steps`` gradient steps (BPTT through the whole
 training sequence, Adam or SGD with the evolved ``inner_lr``) on input, recurrent and readout
 weights, all starting from the individual's initial weights. Fitness = MSE on the held-out
@@ -255,10 +263,10 @@ def lsnn(
     n_points: int = 10,
     vary_frequency: bool = False,
     inner_optimizer: str = "adam",
-    input_gain: float = 5.0,
-    tau_out: float = 20.0,
+    input_gain: float = 10.0,
+    tau_out: float = 5.0,
     dt: float = 1.0,
-    max_rate_hz: float = 200.0,
+    max_rate_hz: float = 1000.0,
     dampening: float = 0.3,
     max_mse: float = 1e6,
     device: str = "auto",
