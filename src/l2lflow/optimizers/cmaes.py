@@ -19,7 +19,6 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import cma
 import numpy as np
 
 from l2lflow.optimizers.base import Optimizer, OptimizerError, register
@@ -36,6 +35,10 @@ class CMAES(Optimizer):
     }
 
     def _setup(self) -> None:
+        # imported here, not at the top: `import cma` pulls in scipy.stats and matplotlib.pyplot
+        # (~1 s), which every Snakemake start would pay through the config validation
+        import cma
+
         if self.population_size < 2:
             raise OptimizerError("cmaes needs population_size >= 2 (cma needs >= 2 weights)")
         sigma0 = float(self.options["sigma0"])
