@@ -73,6 +73,11 @@ def _printer():
 def _cmd_step(args: argparse.Namespace) -> int:
     from l2lflow.client import request, run_step
 
+    if args.op == "claim":
+        from l2lflow.client import claim
+
+        claim(args.results)
+        return 0
     if args.op == "shutdown":
         try:
             request(args.results, "shutdown", start=False)
@@ -183,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("step", help="one workflow step (called by the Snakemake rules)")
-    p.add_argument("op", choices=["sample", "evaluate", "aggregate", "meta_test", "shutdown"])
+    p.add_argument(
+        "op", choices=["sample", "evaluate", "aggregate", "meta_test", "shutdown", "claim"]
+    )
     p.add_argument("--results", required=True, type=Path, help="the experiment's results folder")
     p.add_argument(
         "--config", type=Path, help="the resolved config (JSON) written by the Snakefile"

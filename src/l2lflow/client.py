@@ -225,6 +225,24 @@ def request(
         sock.close()
 
 
+def claim(results_dir: str | Path) -> None:
+    """Make sure no other run uses ``results_dir`` before this Snakemake run starts its jobs.
+
+    Why: Snakemake deletes a job's outputs before running it, so a second run in another
+    folder would delete the first run's step sentinels before its own steps are refused.
+    Called from the workflow's ``onstart``; raises :class:`ClientError` naming the other run.
+    """
+    results_dir = Path(results_dir)
+    sock = _connect(socket_path(results_dir))
+    if sock is None:  # no engine: the store's lock may still be held by `l2lflow run`
+        lock = StoreLock(results_dir)
+        lock.acquire()
+        lock.release()
+        return
+    sock.close()
+    request(results_dir, "claim", start=False)
+
+
 def run_step(
     op: str,
     results_dir: str | Path,

@@ -125,10 +125,8 @@ class Engine:
         if op == "ping":
             self._send(conn, {"type": "result", "ok": True, "result": {"pid": os.getpid()}})
             return
-        if op == "shutdown":
-            self.stop.set()
-            self._send(conn, {"type": "result", "ok": True, "result": {"stopping": True}})
-            return
+        # the owner check comes first, shutdown included: a second run that was refused must not
+        # stop the first run's engine from its error handler (Snakemake's onerror)
         if self.owner is not None and run_id != self.owner:
             quiet_for = time.monotonic() - self.last_activity
             orphaned = self.deadline_override is not None  # its run vanished mid-step
@@ -143,6 +141,16 @@ class Engine:
                     },
                 )
                 return
+        if op == "shutdown":
+            self.stop.set()
+            self._send(conn, {"type": "result", "ok": True, "result": {"stopping": True}})
+            return
+        if op == "claim":  # a new run announces itself before its first job (see client.claim)
+            self.owner = run_id
+            self.deadline_override = None
+            self.last_activity = time.monotonic()
+            self._send(conn, {"type": "result", "ok": True, "result": {"pid": os.getpid()}})
+            return
         with self.work_lock:
             self.owner = run_id
             self.busy = True

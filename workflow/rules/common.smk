@@ -51,6 +51,12 @@ if CONFIG["optimizee"].get("meta_test") is not None:
     FINAL_TARGETS.append(f"{STEPS}/meta_test.after_{GENERATIONS - 1:06d}")
 
 
+# before the first job: refuse if another run uses the results (Snakemake would delete that run's
+# step files before its own steps were refused)
+onstart:
+    shell(f"{L2LFLOW} step claim --results {shlex.quote(RESULTS)}")
+
+
 onsuccess:
     shell(f"{L2LFLOW} step shutdown --results {shlex.quote(RESULTS)}")
 
