@@ -328,3 +328,219 @@ def test_kill_anywhere_many_points(tmp_path: Path, reference: Path) -> None:
     report("kill anywhere (slow)", figures)
     assert len(figures["hits"]) >= 10
     assert {h[0] for h in figures["hits"]} >= set(PHASES), figures["hits"]
+
+
+# ---------------------------------------------------------------------------- helpers for a live run
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[-1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_for(predicate, proc: subprocess.Popen, log: Path, what: str, timeout: float = 240):
+    """Poll ``predicate`` until true; fail with the log if the run ended or time ran out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"the run ended (code {proc.returncode}) before {what}:\n{tail(log)}"
+            )
+        time.sleep(0.01)
+    raise AssertionError(f"{what} never happened:\n{tail(log)}")
+
+
+def started_in(counter: Path, generation: int) -> int:
+    return sum(1 for n in os.listdir(counter) if n.startswith(f"g{generation}_"))
+
+
+def store_status(results: Path) -> np.ndarray:
+    import zarr
+
+    root = zarr.open_group(str(results / "results.zarr"), mode="r", use_consolidated=False)
+    return np.asarray(root["status"][...]), np.asarray(root["attempts"][...])
+
+
+# ---------------------------------------------------------------------------- 2. worker loss
+def test_worker_killed_mid_evaluation(tmp_path: Path, reference: Path) -> None:
+    """SIGKILL a Dask worker (and so its sandbox) mid-evaluation: the run completes, every
+    individual is done once in the store, and the store equals the uninterrupted run's."""
+    from l2lflow.store import DONE
+
+    counter = tmp_path / "count"
+    cfg = counting_config(tmp_path, "ref", counter, sleep_s=0.25)
+    results = tmp_path / "results" / "ref"
+    tag = new_tag()
+    log = tmp_path / "snakemake.log"
+    proc = start_snakemake(tmp_path, cfg, tag, log)
+
+    def busy_worker() -> int | None:
+        if started_in(counter, 1) < 1:
+            return None
+        procs = tagged_processes(tag)
+        for pid, cmd in procs.items():
+            if kind_of(cmd) == "sandbox":
+                worker = parent_of(pid)
+                if worker in procs and kind_of(procs[worker]) == "dask_worker":
+                    return worker
+        return None
+
+    worker = wait_for(busy_worker, proc, log, "a worker evaluating generation 1")
+    before = evaluation_counts(counter)
+    os.kill(worker, signal.SIGKILL)
+    assert proc.wait(timeout=300) == 0, tail(log)
+    left, _ = wait_no_processes(tag)
+    assert not left, describe(left)
+
+    status, attempts = store_status(results)
+    assert status.shape == (5, 8) and (status == DONE).all()
+    counts = evaluation_counts(counter)
+    repeated = {k: n - 1 for k, n in counts.items() if n > 1}
+    print(
+        f"\nworker loss: killed worker pid {worker} after {sum(before.values())} evaluations; "
+        f"repeated evaluations {sum(repeated.values())} ({sorted(repeated)}); "
+        f"attempts in the store {dict(collections.Counter(attempts.ravel().tolist()))}"
+    )
+    # only what that worker held (a chunk) ran again, all of generation 1 or 2
+    assert sum(repeated.values()) <= 8 and all(g in (1, 2) for g, _ in repeated)
+    assert_same_results(results, reference)
+
+
+# ---------------------------------------------------------------------------- 3. bad evaluations
+def test_crashing_evaluations_are_retried_then_penalised(tmp_path: Path) -> None:
+    """Segfault, exit and raise (hang, abort, NaN and inf: test_pipeline.py's
+    test_bad_evaluations_are_recorded_and_the_run_completes): each retried ``retries`` times,
+    recorded as failed with its reason, given the failure fitness; the run completes. With
+    faults on the first attempt only, the retry succeeds and the individual is done."""
+    import l2lflow
+    from l2lflow.config import load_config
+    from l2lflow.experiment import Experiment
+    from l2lflow.store import DONE, FAILED
+
+    faults = {"1": "segfault", "2": "exit", "3": "raise"}
+    for name, first_only in (("always", False), ("first", True)):
+        cfg = write_config(
+            tmp_path,
+            name=name,
+            generations=1,
+            population_size=5,
+            optimizee={
+                "name": "test.faulty",
+                "options": {"faults": faults, "only_first_attempt": first_only},
+            },
+            evaluation={"retries": 2, "timeout_s": 20, "failure_fitness": 1e9},
+            execution={"workers": 1},
+        )
+        Experiment(load_config(cfg)).run()
+        ds = l2lflow.open_results(tmp_path / "results" / name).load()
+        status, attempts = ds.status.values[0], ds.attempts.values[0]
+        err, fitness = ds.error.values[0], ds.fitness.values[0]
+        if first_only:
+            assert (status == DONE).all() and list(attempts) == [1, 2, 2, 2, 1]
+            expected = ds.a.values[0] ** 2 + ds.b.values[0] ** 2
+            np.testing.assert_allclose(fitness, expected, rtol=1e-14)
+            continue
+        assert list(status) == [DONE, FAILED, FAILED, FAILED, DONE]
+        assert list(attempts) == [1, 3, 3, 3, 1]
+        assert (fitness[1:4] == 1e9).all()
+        assert "[crash]" in err[1] and "SIGSEGV" in err[1]
+        assert "[crash]" in err[2] and "exit code 3" in err[2]
+        assert "[exception]" in err[3] and "injected failure in individual 3" in err[3]
+
+
+# ---------------------------------------------------------------------------- 5. concurrency
+def test_second_run_on_the_same_results_is_refused(tmp_path: Path, reference: Path) -> None:
+    """While a run goes on: Snakemake in the same folder (its lock), Snakemake in another folder
+    and ``l2lflow run`` on the same results (the store's lock) are refused, each with a clear
+    message; the first run's store ends bitwise equal to an undisturbed run's."""
+    import sys
+
+    counter = tmp_path / "count"
+    cfg = counting_config(tmp_path, "ref", counter, sleep_s=0.5)
+    results = tmp_path / "results" / "ref"
+    tag = new_tag()
+    log = tmp_path / "snakemake.log"
+    proc = start_snakemake(tmp_path, cfg, tag, log)
+    wait_for(lambda: ("evaluate", 1) in step_clients(tag), proc, log, "generation 1's evaluate")
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    # all three at once, while the first run is in its second of five generations
+    attempts = {
+        "snakemake-same-folder": snakemake_cmd(tmp_path, cfg),
+        # --keep-incomplete: a failed job must not delete an output the first run just wrote
+        "snakemake-other-folder": snakemake_cmd(other, cfg, "--keep-incomplete"),
+        "l2lflow-run": [sys.executable, "-m", "l2lflow", "run", str(cfg)],
+    }
+    running = {
+        name: subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=tagged_env(tag),
+        )
+        for name, cmd in attempts.items()
+    }
+    out = {}
+    t0 = time.monotonic()
+    for name, p in running.items():
+        stdout, stderr = p.communicate(timeout=120)
+        out[name] = (p.returncode, stdout + stderr, stderr)
+        print(f"{name}: refused after {time.monotonic() - t0:.1f} s")
+        (tmp_path / f"{name}.out").write_text(stdout + stderr)
+    assert proc.poll() is None, "the first run ended before the others were refused"
+
+    code, text, _ = out["snakemake-same-folder"]
+    assert code != 0 and "Directory cannot be locked" in text, text[-3000:]
+    code, text, _ = out["snakemake-other-folder"]
+    assert code != 0 and f"{results} is in use by another" in text, text[-3000:]
+    code, _, stderr = out["l2lflow-run"]
+    lines = stderr.strip().splitlines()
+    assert code != 0 and len(lines) == 1, stderr
+    assert "is in use by another l2lflow run" in lines[0] and str(results) in lines[0]
+
+    assert proc.wait(timeout=300) == 0, tail(log)
+    left, _ = wait_no_processes(tag)
+    assert not left, describe(left)
+    counts = evaluation_counts(counter)
+    assert set(counts.values()) == {1}, "the refused runs evaluated nothing"
+    assert_same_results(results, reference)
+    from l2lflow.check import check_store
+
+    assert check_store(results).healthy
+
+
+# ---------------------------------------------------------------------------- 6. no orphans
+@pytest.mark.parametrize("how", ["ctrl-c", "failed-step"])
+def test_no_processes_left_after_an_interruption(how: str, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to Snakemake's process group, as a terminal sends it) or a failing step
+    (its client killed): Snakemake exits != 0 and the engine, Dask workers and sandboxes are
+    gone within the engine's grace; success and SIGKILL are checked by the kill-anywhere test."""
+    counter = tmp_path / "count"
+    cfg = counting_config(tmp_path, "orph", counter, sleep_s=0.2, generations=2)
+    tag = new_tag()
+    log = tmp_path / "snakemake.log"
+    proc = start_snakemake(tmp_path, cfg, tag, log)
+    wait_for(lambda: started_in(counter, 0) >= 2, proc, log, "generation 0's evaluations")
+    kinds_before = collections.Counter(kind_of(c) for c in tagged_processes(tag).values())
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        clients = [
+            pid
+            for pid, cmd in tagged_processes(tag).items()
+            if kind_of(cmd) == "step_client" and " evaluate " in f" {cmd} "
+        ]
+        assert clients, tagged_processes(tag)
+        os.kill(clients[0], signal.SIGTERM)
+    code = proc.wait(timeout=120)
+    assert code != 0, tail(log)
+    left, took = wait_no_processes(tag)
+    assert not left, f"left after {how}:\n{describe(left)}"
+    print(f"\n{how}: snakemake exit {code}; {dict(kinds_before)} gone {took:.1f} s after it")
+    assert kinds_before["engine"] == 1 and kinds_before["sandbox"] >= 1
