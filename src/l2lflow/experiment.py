@@ -90,7 +90,7 @@ class Experiment:
             else:  # replay: ask and tell the stored generations again
                 for g in range(generation):
                     x = opt.ask()
-                    opt.tell(x, self.told_values(g))
+                    opt.tell(x, self.told_values(g), self.told_outputs(opt, g))
         self._optimizer = opt
         return opt
 
@@ -156,6 +156,23 @@ class Experiment:
             sign = 1.0 if factor >= 0 else -1.0
             columns.append(np.where(status == DONE, sign * values, fitness))
         return np.stack(columns, axis=1)
+
+    def told_outputs(self, opt: Optimizer, generation: int) -> np.ndarray | None:
+        """The result array an optimizer with ``uses_outputs`` (EnKF) is told, one row per
+        individual (NaN rows for failed ones); ``None`` for every other optimizer."""
+        key = opt.outputs_key if opt.uses_outputs else None
+        if key is None:
+            return None
+        pop = int(self.config["population_size"])
+        if not self.store.has(key):
+            if np.any(self.store.status(generation) == DONE):
+                raise StoreError(
+                    f"optimizer {opt.name!r} needs each individual's outputs, but the optimizee "
+                    f"returned no array {key!r} (set optimizer.options.outputs to its name)"
+                )
+            return np.full((pop, 1), np.nan)  # nothing succeeded yet: all rows failed
+        values = np.asarray(self.store.array(key)[generation], dtype=np.float64)
+        return values.reshape(pop, -1)
 
     def pool_name(self) -> str:
         """Which worker pool evaluates this optimizee: ``gpu`` or ``cpu``.
@@ -249,7 +266,7 @@ class Experiment:
                 )
         fitness = self.store.fitness(generation)
         told = self.told_values(generation)
-        opt.tell(x, told)
+        opt.tell(x, told, self.told_outputs(opt, generation))
         if self.config["optimizee"].get("objectives"):
             self.store.write_objectives(generation, self._objective_matrix(generation, status))
         summary = summarise(fitness, status, self.config["direction"])

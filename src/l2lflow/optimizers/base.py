@@ -63,6 +63,9 @@ class Optimizer(ABC):
     name: ClassVar[str] = ""
     #: told a matrix (population, objectives) instead of one fitness per individual
     multi_objective: ClassVar[bool] = False
+    #: told each individual's output vector too (``tell(x, fitness, outputs=...)``), e.g. EnKF;
+    #: the experiment reads it from the store array named by :attr:`outputs_key`
+    uses_outputs: ClassVar[bool] = False
     #: option name -> default; unknown options are rejected with the list of allowed ones.
     default_options: ClassVar[dict[str, Any]] = {}
 
@@ -117,10 +120,15 @@ class Optimizer(ABC):
         self._pending = x
         return x.copy()
 
-    def tell(self, x: np.ndarray, fitness: Iterable[float]) -> None:
+    def tell(
+        self, x: np.ndarray, fitness: Iterable[float], outputs: np.ndarray | None = None
+    ) -> None:
         """Report the fitness of the individuals from the last :meth:`ask`.
 
-        NaN and infinite fitness are treated as the worst possible value.
+        NaN and infinite fitness are treated as the worst possible value. ``outputs``
+        ``(population_size, m)`` is required by optimizers with :attr:`uses_outputs` (and
+        ignored by the others); a row with a non-finite value or a non-finite fitness marks a
+        failed individual.
         """
         if self._pending is None:
             raise OptimizerError("tell() called without ask()")
@@ -136,6 +144,20 @@ class Optimizer(ABC):
             )
         loss = f if self.direction == "minimize" else -f
         loss = np.where(np.isfinite(loss), loss, np.inf)
+        if self.uses_outputs:
+            if outputs is None:
+                raise OptimizerError(
+                    f"{self.name} needs the individuals' outputs: tell(x, fitness, outputs=...)"
+                )
+            out = np.asarray(outputs, dtype=np.float64)
+            if out.ndim == 1:
+                out = out[:, None]
+            if out.ndim != 2 or out.shape[0] != self.population_size:
+                raise OptimizerError(
+                    f"tell() needs outputs of shape ({self.population_size}, m), got {out.shape}"
+                )
+            failed = ~np.all(np.isfinite(out), axis=1) | ~np.isfinite(loss[: len(out)])
+            self._outputs = np.where(failed[:, None], np.nan, out)
         self._tell(x, loss)
         self._pending = None
         self.generation += 1
@@ -164,6 +186,11 @@ class Optimizer(ABC):
         pending = state.get("pending")
         self._pending = None if pending is None else np.asarray(pending, dtype=np.float64)
         self._set_state(state["state"])
+
+    @property
+    def outputs_key(self) -> str | None:
+        """Name of the optimizee's result array told as ``outputs`` (``None``: no outputs)."""
+        return None
 
     @property
     def best(self) -> tuple[np.ndarray, float] | None:
@@ -220,20 +247,24 @@ def _unplain(value: Any) -> Any:
 
 
 def replay(
-    make: Callable[[], Optimizer], fitness_history: Iterable[np.ndarray], until: int | None = None
+    make: Callable[[], Optimizer],
+    fitness_history: Iterable[np.ndarray],
+    until: int | None = None,
+    outputs_history: list[np.ndarray] | None = None,
 ) -> Optimizer:
     """Rebuild an optimizer by asking and telling the recorded generations again.
 
     ``fitness_history[g]`` is the fitness told at generation ``g`` (as stored, failure fitness
-    included). Because the optimizer's randomness comes only from its seeded generator, the
-    replayed optimizer is in exactly the state of the original one.
+    included), ``outputs_history[g]`` the outputs told with it (optimizers with
+    :attr:`Optimizer.uses_outputs`). Because the optimizer's randomness comes only from its
+    seeded generator, the replayed optimizer is in exactly the state of the original one.
     """
     opt = make()
     for g, fitness in enumerate(fitness_history):
         if until is not None and g >= until:
             break
         x = opt.ask()
-        opt.tell(x, fitness)
+        opt.tell(x, fitness, None if outputs_history is None else outputs_history[g])
     return opt
 
 
@@ -241,10 +272,15 @@ def get_optimizer_class(name: str) -> type[Optimizer]:
     """Look an optimizer up by name, with the list of known names in the error."""
     from l2lflow import optimizers  # noqa: F401  (fills the registry)
 
+    if name.startswith("nevergrad:"):
+        from l2lflow.optimizers.nevergrad_bridge import nevergrad_class
+
+        return nevergrad_class(name)
     try:
         return REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(REGISTRY))
         raise OptimizerError(
-            f"optimizer.name: unknown optimizer {name!r} (known: {known})"
+            f"optimizer.name: unknown optimizer {name!r} "
+            f"(known: {known}, or nevergrad:<Name> for any Nevergrad optimizer)"
         ) from None
