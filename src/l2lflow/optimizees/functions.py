@@ -73,3 +73,24 @@ def zdt1(params: dict[str, Any], seed: int, noise: float = 0.0) -> dict[str, flo
     g = 1.0 + 9.0 * float(np.mean(x[1:])) if x.size > 1 else 1.0
     f2 = g * (1.0 - math.sqrt(f1 / g))
     return {"f1": _noisy(f1, seed, noise), "f2": f2, "fitness": f1 + f2}
+
+
+@register_optimizee("linear_fit")
+def linear_fit(
+    params: dict[str, Any], seed: int, n_samples: int = 20, data_seed: int = 0, noise: float = 0.0
+) -> dict[str, Any]:
+    """Fit a linear model ``y = A w`` to data: the parameters are the weights ``w``.
+
+    The design ``A`` (``n_samples`` x d, standard normal) and the true weights
+    ``w* = linspace(-1, 1, d)`` come from ``data_seed``; ``y = A w*`` plus optional noise. Returns
+    ``outputs`` = the residuals ``A w - y`` (a vector: what the ensemble Kalman filter matches
+    to its targets, 0) and ``fitness`` = their mean square (minimum 0 at ``w*`` without noise).
+    """
+    w = _point(params)
+    rng = np.random.default_rng(data_seed)
+    design = rng.standard_normal((int(n_samples), w.size))
+    y = design @ np.linspace(-1.0, 1.0, w.size)
+    if noise:
+        y = y + rng.normal(0.0, noise, y.shape)
+    residuals = design @ w - y
+    return {"fitness": float(np.mean(residuals**2)), "outputs": residuals}

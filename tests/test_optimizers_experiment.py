@@ -1,0 +1,127 @@
+"""The new optimizers inside a real experiment: EnKF told the optimizee's output vectors from
+the store, a Nevergrad optimizer resumed by replaying the store, and config checks of both."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import write_config
+
+import l2lflow
+from l2lflow.config import ConfigError, load_config
+from l2lflow.experiment import Experiment
+
+SPACE = {f"w{i}": {"low": -2.0, "high": 2.0} for i in range(3)}
+needs_nevergrad = pytest.mark.skipif(
+    importlib.util.find_spec("nevergrad") is None, reason="nevergrad is not installed"
+)
+
+
+def _run(tmp_path: Path, generations: int, **overrides) -> tuple[dict, object]:
+    cfg = load_config(
+        write_config(
+            tmp_path,
+            generations=generations,
+            execution={"workers": 1, "idle_timeout_s": 20},
+            **overrides,
+        )
+    )
+    Experiment(cfg).run()
+    return cfg, l2lflow.open_results(cfg["results"])
+
+
+def _assert_restores_every_generation(cfg: dict, generations: int) -> None:
+    """A fresh experiment rebuilds the optimizer before each stored generation (from the
+    checkpoint, or by replaying the store) and proposes exactly what was stored: the path a
+    resumed or extended run takes."""
+    for g in range(1, generations):
+        exp = Experiment(cfg)
+        asked = exp.space.decode(exp._optimizer_before(g).ask())
+        stored = exp.store.parameters(g)
+        for name in exp.space.names:
+            np.testing.assert_array_equal(asked[name], stored[name])
+
+
+def test_enkf_fits_a_linear_model_from_output_vectors_and_resumes(tmp_path: Path) -> None:
+    cfg, ds = _run(
+        tmp_path,
+        4,
+        population_size=10,
+        optimizer={"name": "enkf", "options": {"gamma": 0.001}},
+        optimizee={"name": "linear_fit", "options": {"n_samples": 12}},
+        space=SPACE,
+    )
+    assert ds.outputs.shape == (4, 10, 12)  # the vectors EnKF was told
+    best = ds.fitness.min(dim="individual").values
+    # linear residuals: one Kalman step nearly solves it (w* = (-1, 0, 1))
+    assert best[-1] < 1e-3 * best[0], best
+    w = [float(ds[f"w{i}"].values[-1].mean()) for i in range(3)]
+    np.testing.assert_allclose(w, [-1.0, 0.0, 1.0], atol=0.02)
+    _assert_restores_every_generation(cfg, 4)
+
+
+def test_enkf_without_outputs_says_which_array_it_needs(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="returned no array 'outputs'"):
+        _run(
+            tmp_path,
+            1,
+            population_size=4,
+            optimizer={"name": "enkf"},
+            optimizee={"name": "sphere"},
+            space=SPACE,
+        )
+
+
+@needs_nevergrad
+def test_nevergrad_resumes_by_replay_bit_identically(tmp_path: Path) -> None:
+    cfg, ds = _run(
+        tmp_path,
+        5,
+        population_size=6,
+        optimizer={"name": "nevergrad:TwoPointsDE", "options": {"budget": 30}},
+        optimizee={"name": "rastrigin"},
+        space=SPACE,
+    )
+    assert ds.fitness.shape == (5, 6)
+    store = Experiment(cfg).store
+    # no optimizer state is stored (Nevergrad's would be a pickle): restore means replay
+    assert all(store.checkpoint(g).get("optimizer") is None for g in range(5))
+    _assert_restores_every_generation(cfg, 5)
+
+
+@needs_nevergrad
+def test_unknown_nevergrad_name_lists_close_matches(tmp_path: Path) -> None:
+    path = write_config(tmp_path, optimizer={"name": "nevergrad:TwoPointDE"})
+    with pytest.raises(ConfigError, match="nevergrad:TwoPointsDE") as err:
+        load_config(path)
+    assert str(err.value).startswith("optimizer.name")
+
+
+@needs_nevergrad
+def test_nevergrad_option_errors_name_the_option(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, optimizer={"name": "nevergrad:TwoPointsDE", "options": {"budget": -3}}
+    )
+    with pytest.raises(ConfigError, match="optimizer.options.budget"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "key"),
+    [
+        ({"name": "simulated_annealing", "options": {"cooling_schedule": "slow"}}, "cooling"),
+        ({"name": "gradient_descent", "options": {"update": "nadam"}}, "update"),
+        ({"name": "parallel_tempering", "options": {"min_temperature": 0}}, "min_temperature"),
+        ({"name": "face", "options": {"max_pool_generations": 0}}, "max_pool_generations"),
+        ({"name": "enkf", "options": {"worst_n": 8}}, "worst_n"),
+        ({"name": "snes", "options": {"sigma": -1}}, "sigma"),
+    ],
+)
+def test_bad_options_are_one_clear_line(tmp_path: Path, optimizer: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(tmp_path, optimizer=optimizer))
+    msg = str(err.value)
+    assert msg.startswith("optimizer.options.") and key in msg and "\n" not in msg, msg
