@@ -81,6 +81,7 @@ __all__ = [
     "L2LSLURMCluster",
     "PinnedSLURMJob",
     "adapt",
+    "check_environment",
     "job_script",
     "pool_defaults",
     "resolve_pool",
@@ -212,11 +213,17 @@ def _expand(value: str | None, key: str) -> str | None:
     return out
 
 
-def resolve_pool(pool: dict[str, Any]) -> dict[str, Any]:
+#: pool keys whose ``~`` and ``$VARS`` are expanded on the login node
+_EXPANDED = ("partition", "account", "log_directory", "shared_temp_directory", "python")
+
+
+def resolve_pool(pool: dict[str, Any], *, expand_env: bool = True) -> dict[str, Any]:
     """Fill in defaults (or the dask config), check the values, and settle derived ones.
 
     Raises ``ValueError`` on unknown keys (typos would otherwise be silently ignored) and on
-    combinations Slurm or Dask would only reject later, on the compute node.
+    combinations Slurm or Dask would only reject later, on the compute node. ``expand_env=False``
+    leaves ``~`` and ``$VARS`` as they are (checking a config away from the login node, where
+    ``L2LFLOW_ACCOUNT`` need not be set).
     """
     defaults = pool_defaults()
     unknown = set(pool) - set(defaults)
@@ -260,9 +267,17 @@ def resolve_pool(pool: dict[str, Any]) -> dict[str, Any]:
                 f"lifetime {p['lifetime']} + stagger {p['lifetime_stagger']} must end before the "
                 f"walltime {p['walltime']}, or Slurm kills workers before they retire"
             )
-    for key in ("partition", "account", "log_directory", "shared_temp_directory", "python"):
-        p[key] = _expand(p[key], key)
+    if expand_env:
+        for key in _EXPANDED:
+            p[key] = _expand(p[key], key)
     return p
+
+
+def check_environment(pool: dict[str, Any]) -> None:
+    """Raise ``ValueError`` if a pool value names an unset environment variable (the account)."""
+    for key in _EXPANDED:
+        if isinstance(pool.get(key), str):
+            _expand(pool[key], key)
 
 
 def _has_gpu_request(directives: list[str]) -> bool:
@@ -480,7 +495,12 @@ def slurm_cluster(
         raise ValueError("refusing a scheduler without TLS; pass Security.temporary()")
     if security is True:
         security = Security.temporary()
-    p = resolve_pool(pool)
+    try:
+        p = resolve_pool(pool)
+    except (ValueError, TypeError) as exc:  # one line naming the pool, not an internal error
+        from l2lflow.config import ConfigError
+
+        raise ConfigError(f"execution.pools.{name}: {exc}") from None
     cluster = L2LSLURMCluster(
         name=name,
         security=security,
