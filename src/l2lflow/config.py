@@ -476,6 +476,21 @@ def _check_code(config: dict[str, Any]) -> None:
         )
     if config["execution"]["backend"] == "slurm" and not config["execution"].get("pools"):
         raise ConfigError("execution.pools: the slurm backend needs at least a 'cpu' pool")
+    if config["execution"]["backend"] == "slurm":
+        _check_pools(config["execution"]["pools"])
+
+
+def _check_pools(pools: dict[str, Any]) -> None:
+    """Resolve every Slurm pool now (unknown keys, bad values), so that a mistake is one line
+    before the run starts, not a failed evaluate step later. ``$VARS`` such as the account are
+    checked where the run starts (:func:`l2lflow.workflow.experiment_config`, the engine)."""
+    from l2lflow.execution.slurm import resolve_pool
+
+    for name, pool in pools.items():
+        try:
+            resolve_pool(pool, expand_env=False)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"execution.pools.{name}: {exc}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
