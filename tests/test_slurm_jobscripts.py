@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import dask
@@ -235,3 +236,76 @@ def test_defaults_cover_the_documented_keys() -> None:
         "use_dask_config",
     }  # fmt: skip
     assert documented <= set(pool_defaults())
+
+
+def _slurm_config(pool: dict) -> dict:
+    return {
+        "name": "t",
+        "seed": 1,
+        "generations": 1,
+        "population_size": 2,
+        "optimizer": {"name": "random"},
+        "optimizee": {"name": "sphere"},
+        "space": {"a": {"low": -1.0, "high": 1.0}},
+        "execution": {"backend": "slurm", "pools": {"cpu": pool}},
+    }
+
+
+@pytest.mark.parametrize(
+    "pool, message",
+    [
+        ({"partiton": "batch"}, "unknown pool keys ['partiton']"),
+        ({"cores": 2, "processes": 4}, "processes <= cores"),
+        ({"walltime": "60"}, "HH:MM:SS"),
+        ({"memory": "lots"}, "lots"),
+        ({"min_jobs": 3, "max_jobs": 1}, "min_jobs"),
+    ],
+)
+def test_bad_pools_are_one_line_config_errors(pool: dict, message: str) -> None:
+    """Config validation resolves the pools: the key path, what is wrong, one line."""
+    from l2lflow.config import ConfigError, validate_config
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(_slurm_config(pool))
+    text = str(err.value)
+    assert text.startswith("execution.pools.cpu: ") and message in text and "\n" not in text
+    with pytest.raises(ConfigError, match=r"^execution\.pools\.cpu: "):
+        slurm_cluster(pool, name="cpu", security=True)  # the engine's path: nothing submitted
+
+
+def test_unset_account_is_refused_where_the_run_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``${L2LFLOW_ACCOUNT}`` unset: a config check elsewhere passes, Snakemake refuses at once."""
+    from l2lflow.config import ConfigError, validate_config
+    from l2lflow.workflow import experiment_config
+
+    monkeypatch.delenv("L2LFLOW_ACCOUNT", raising=False)
+    config = _slurm_config({"account": "${L2LFLOW_ACCOUNT}"})
+    assert validate_config(config)["execution"]["pools"]["cpu"]["account"] == "${L2LFLOW_ACCOUNT}"
+    with pytest.raises(ConfigError, match=r"^execution\.pools\.cpu: .*L2LFLOW_ACCOUNT"):
+        experiment_config(config, tmp_path / "unused.yaml", [])
+    with pytest.raises(ConfigError, match="unset environment variable"):
+        slurm_cluster({"account": "${L2LFLOW_ACCOUNT}"}, name="cpu", security=True)
+
+    # the whole command: one line, exit != 0, nothing written
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(yaml.safe_dump({**_slurm_config({}), "results": str(tmp_path / "results")}))
+    repo = PROFILES.parent
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--directory",
+         str(tmp_path), "--profile", str(PROFILES / "juwels"), "--configfile", str(cfg), "-n"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "L2LFLOW_ACCOUNT"},
+    )  # fmt: skip
+    assert out.returncode != 0
+    output = out.stdout + out.stderr  # Snakemake prints a workflow error on stdout
+    lines = [line for line in output.splitlines() if line.startswith("l2lflow: ")]
+    assert lines == [
+        "l2lflow: execution.pools.cpu: pool key 'account': '${L2LFLOW_ACCOUNT}' names an unset "
+        "environment variable (e.g. export L2LFLOW_ACCOUNT=<your budget> before starting the "
+        "engine)"
+    ], output
+    assert not (tmp_path / "results").exists()

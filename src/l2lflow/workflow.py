@@ -69,4 +69,25 @@ def experiment_config(
     site = site_execution(argv)
     if site:
         raw = merge(raw, {"execution": site})
+    _check_pool_environment(raw.get("execution"))
     return raw
+
+
+def _check_pool_environment(execution: Any) -> None:
+    """Refuse an unset ``$VAR`` in a Slurm pool (``${L2LFLOW_ACCOUNT}``) here, in the Snakemake
+    process that starts the run, before anything is written or submitted. (Config validation
+    leaves variables alone: a config may be checked away from the login node.)"""
+    if not isinstance(execution, dict) or execution.get("backend") != "slurm":
+        return
+    pools = execution.get("pools")
+    if not isinstance(pools, dict):
+        return
+    from l2lflow.config import ConfigError
+    from l2lflow.execution.slurm import check_environment
+
+    for name, pool in pools.items():
+        if isinstance(pool, dict):
+            try:
+                check_environment(pool)
+            except ValueError as exc:
+                raise ConfigError(f"execution.pools.{name}: {exc}") from None
