@@ -382,13 +382,17 @@ def test_failed_run_leaves_no_job(slurm, tmp_path: Path) -> None:
         "everything",
         pytest.param("snakemake", marks=pytest.mark.slow),
         pytest.param("hung", marks=pytest.mark.slow),
+        pytest.param("ctrl-c", marks=pytest.mark.slow),
     ],
 )
 def test_killed_orchestrator_leaves_no_job(slurm, tmp_path: Path, victims: str) -> None:
     """Mid-evaluate, SIGKILL Snakemake and the engine (``everything``: the scheduler dies with the
     engine, the workers notice within their death timeout), SIGKILL Snakemake only (the engine
-    sees its client gone and stops its pools), or freeze Snakemake with SIGSTOP (``hung``: the
-    engine finishes the step, then stops after ``execution.idle_timeout_s`` without requests).
+    sees its client gone and stops its pools), send SIGINT to Snakemake's process group as a
+    terminal's Ctrl-C does (``ctrl-c``: the same for the engine, but Snakemake exits by itself),
+    or freeze Snakemake with SIGSTOP (``hung``: the engine finishes the step, the idle workers
+    are released after the pool's ``adapt_wait``, and the engine stops after
+    ``execution.idle_timeout_s`` without requests).
     No job outlives the idle timeout, and a rerun finishes with only in-flight work repeated."""
     tag = f"slurm-{uuid.uuid4().hex}"
     counter = tmp_path / "count"
@@ -401,7 +405,7 @@ def test_killed_orchestrator_leaves_no_job(slurm, tmp_path: Path, victims: str) 
         population_size=6,
         optimizee={
             "name": "test.counting",
-            "options": {"counter_dir": str(counter), "sleep_s": 0.5},
+            "options": {"counter_dir": str(counter), "sleep_s": 1.0},
         },
         execution={"idle_timeout_s": idle_timeout},
     )
@@ -430,6 +434,9 @@ def test_killed_orchestrator_leaves_no_job(slurm, tmp_path: Path, victims: str) 
             gone = wait_queue_empty(tmp_path, timeout=idle_timeout + GONE_TIMEOUT_S)
             wait_for(lambda: not _alive(engine), timeout=GONE_TIMEOUT_S, what="engine stops")
             os.killpg(proc.pid, signal.SIGKILL)
+        elif victims == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(timeout=60) != 0
         else:
             os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its step's client
             if victims == "everything":
