@@ -515,11 +515,13 @@ def test_second_run_on_the_same_results_is_refused(tmp_path: Path, reference: Pa
 
 
 # ---------------------------------------------------------------------------- 6. no orphans
-@pytest.mark.parametrize("how", ["ctrl-c", "failed-step"])
+@pytest.mark.parametrize("how", ["ctrl-c", "failed-step", "sigkill-snakemake"])
 def test_no_processes_left_after_an_interruption(how: str, tmp_path: Path) -> None:
-    """Ctrl-C (SIGINT to Snakemake's process group, as a terminal sends it) or a failing step
-    (its client killed): Snakemake exits != 0 and the engine, Dask workers and sandboxes are
-    gone within the engine's grace; success and SIGKILL are checked by the kill-anywhere test."""
+    """Ctrl-C (SIGINT to Snakemake's process group, as a terminal sends it), a failing step
+    (its client killed) or SIGKILL of Snakemake and its jobs only (the engine, in a session of
+    its own, lives on and must notice): Snakemake exits != 0 and the engine, Dask workers and
+    sandboxes are gone within the engine's grace. Success and SIGKILL of everything: the
+    kill-anywhere tests."""
     counter = tmp_path / "count"
     cfg = counting_config(tmp_path, "orph", counter, sleep_s=0.2, generations=2)
     tag = new_tag()
@@ -529,6 +531,8 @@ def test_no_processes_left_after_an_interruption(how: str, tmp_path: Path) -> No
     kinds_before = collections.Counter(kind_of(c) for c in tagged_processes(tag).values())
     if how == "ctrl-c":
         os.killpg(proc.pid, signal.SIGINT)
+    elif how == "sigkill-snakemake":
+        os.killpg(proc.pid, signal.SIGKILL)
     else:
         clients = [
             pid
