@@ -103,3 +103,31 @@ def test_snakemake_finds_the_profile_by_name_and_its_nested_config(tmp_path: Pat
     gpu = config["execution"]["pools"]["gpu"]
     assert gpu["gpus_per_job"] == 1 and gpu["job_extra_directives"] == ["--gres=gpu:1"]
     assert config["execution"]["pools"]["cpu"]["account"] == "ci"
+
+
+def test_relative_profile_paths_resolve_from_where_snakemake_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``snakemake --directory W --profile profiles/x``: Snakemake finds the profile relative to
+    where it started, but parses the Snakefile in W; l2lflow must find the same folder (found by
+    running it: before, the site's execution.yaml was silently ignored and evaluations ran
+    locally), and refuse a ``--profile`` it cannot find rather than ignore it."""
+    from l2lflow.config import ConfigError
+    from l2lflow.workflow import profile_dirs, site_execution
+
+    site = tmp_path / "start" / "profiles" / "site"
+    site.mkdir(parents=True)
+    (site / "execution.yaml").write_text("execution:\n  backend: slurm\n  pools: {cpu: {}}\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    env = {"PWD": str(tmp_path / "start"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    assert profile_dirs(["--profile", "profiles/site"], env) == [site.resolve()]
+    assert profile_dirs([f"--profile={site}"], env) == [site.resolve()]
+    assert site_execution(["--profile", "profiles/site"], env)["backend"] == "slurm"
+    with pytest.raises(ConfigError, match=r"^--profile nowhere: no such profile folder"):
+        profile_dirs(["--profile", "nowhere"], env)
+    with pytest.raises(ConfigError, match="--profile gone"):
+        profile_dirs([], {**env, "SNAKEMAKE_PROFILE": "gone"})
+    assert profile_dirs(["--workflow-profile", "none"], env) == []
+    assert profile_dirs(["--workflow-profile", "not-here"], env) == []  # Snakemake's own default

@@ -10,35 +10,50 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from l2lflow.config import load_yaml, merge
+from l2lflow.config import ConfigError, load_yaml, merge
 
 
 def profile_dirs(argv: Sequence[str], env: dict[str, str] | None = None) -> list[Path]:
     """The Snakemake profile folders of this invocation (``--profile``, ``--workflow-profile``,
-    ``$SNAKEMAKE_PROFILE``), resolved the way Snakemake looks them up."""
+    ``$SNAKEMAKE_PROFILE``), resolved the way Snakemake looks them up.
+
+    Snakemake resolves a relative profile path against the folder it was started in, before
+    ``--directory`` changes into the working directory where the Snakefile is parsed; ``$PWD``
+    (which a chdir does not update) still names that folder. A ``--profile`` that cannot be
+    found here is an error: silently ignoring it would run a JUWELS experiment on the login node.
+    """
     env = dict(os.environ if env is None else env)
-    names: list[str] = []
+    names: list[tuple[str, bool]] = []  # (name, must be found)
     args = list(argv)
     for k, arg in enumerate(args):
         for flag in ("--profile", "--workflow-profile"):
             if arg == flag and k + 1 < len(args):
-                names.append(args[k + 1])
+                names.append((args[k + 1], flag == "--profile"))
             elif arg.startswith(flag + "="):
-                names.append(arg.split("=", 1)[1])
+                names.append((arg.split("=", 1)[1], flag == "--profile"))
     if not any(a == "--profile" or a.startswith("--profile=") for a in args):
         if env.get("SNAKEMAKE_PROFILE"):
-            names.insert(0, env["SNAKEMAKE_PROFILE"])
+            names.insert(0, (env["SNAKEMAKE_PROFILE"], True))
     config_home = Path(env.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    started_in = [Path(env["PWD"])] if env.get("PWD") else []
     found = []
-    for name in names:
-        for candidate in (
+    for name, required in names:
+        if name.lower() == "none":  # --workflow-profile none
+            continue
+        candidates = [
+            *(base / name for base in started_in),
             Path(name),
             config_home / "snakemake" / name,
             Path("/etc/xdg/snakemake") / name,
-        ):
-            if candidate.is_dir():
-                found.append(candidate.resolve())
-                break
+        ]
+        hit = next((c for c in candidates if c.is_dir()), None)
+        if hit is not None:
+            found.append(hit.resolve())
+        elif required:
+            raise ConfigError(
+                f"--profile {name}: no such profile folder for l2lflow (looked in "
+                f"{', '.join(str(c.parent) for c in candidates)}); give its absolute path"
+            )
     return found
 
 
@@ -82,7 +97,6 @@ def _check_pool_environment(execution: Any) -> None:
     pools = execution.get("pools")
     if not isinstance(pools, dict):
         return
-    from l2lflow.config import ConfigError
     from l2lflow.execution.slurm import check_environment
 
     for name, pool in pools.items():
