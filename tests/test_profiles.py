@@ -122,9 +122,14 @@ def test_relative_profile_paths_resolve_from_where_snakemake_started(
     work.mkdir()
     monkeypatch.chdir(work)
     env = {"PWD": str(tmp_path / "start"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
-    assert profile_dirs(["--profile", "profiles/site"], env) == [site.resolve()]
+    moved = ["--directory", str(work)]
+    assert profile_dirs([*moved, "--profile", "profiles/site"], env) == [site.resolve()]
+    with pytest.raises(ConfigError, match="profiles/site"):  # no --directory: cwd is the start
+        profile_dirs(["--profile", "profiles/site"], env)
     assert profile_dirs([f"--profile={site}"], env) == [site.resolve()]
-    assert site_execution(["--profile", "profiles/site"], env)["backend"] == "slurm"
+    assert (
+        site_execution(["-d", str(work), "--profile", "profiles/site"], env)["backend"] == "slurm"
+    )
     with pytest.raises(ConfigError, match=r"^--profile nowhere: no such profile folder"):
         profile_dirs(["--profile", "nowhere"], env)
     with pytest.raises(ConfigError, match="--profile gone"):

@@ -35,7 +35,10 @@ def profile_dirs(argv: Sequence[str], env: dict[str, str] | None = None) -> list
         if env.get("SNAKEMAKE_PROFILE"):
             names.insert(0, (env["SNAKEMAKE_PROFILE"], True))
     config_home = Path(env.get("XDG_CONFIG_HOME", Path.home() / ".config"))
-    started_in = [Path(env["PWD"])] if env.get("PWD") else []
+    moved = any(a in ("--directory", "-d") or a.startswith("--directory=") for a in args)
+    # without --directory the current folder is where Snakemake started ($PWD may be stale
+    # when a program, not a shell, started it)
+    started_in = [Path(env["PWD"])] if moved and env.get("PWD") else []
     found = []
     for name, required in names:
         if name.lower() == "none":  # --workflow-profile none
