@@ -60,7 +60,7 @@ def run_snakemake(workdir: Path, configfile: Path, *extra: str, check: bool = Tr
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", TAG_VAR: str(workdir)},
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -97,9 +97,18 @@ def assert_same_results(a: Path, b: Path) -> None:
         assert x.tobytes() == y.tobytes(), f"{name} differs"
 
 
-def engine_processes() -> list[str]:
-    """Command lines of l2lflow engine processes still running (for no-orphan checks)."""
+#: every process a Snakemake run of a test starts inherits this variable (its workdir), so the
+#: no-orphan checks see only the processes of their own test, not those of parallel runs
+TAG_VAR = "L2LFLOW_TEST_WORKDIR"
+
+
+def engine_processes(workdir: Path | None = None) -> list[str]:
+    """Command lines of l2lflow engine and sandbox processes still running (no-orphan checks).
+
+    With ``workdir``, only those started by :func:`run_snakemake` runs in that folder.
+    """
     out = []
+    tag = f"{TAG_VAR}={workdir}".encode() if workdir is not None else None
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -107,6 +116,14 @@ def engine_processes() -> list[str]:
             cmd = (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "l2lflow.engine" in cmd or "_sandbox_main" in cmd:
-            out.append(f"{pid}: {cmd}")
+        if "l2lflow.engine" not in cmd and "_sandbox_main" not in cmd:
+            continue
+        if tag is not None:
+            try:
+                environ = (Path("/proc") / pid / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if tag not in environ:
+                continue
+        out.append(f"{pid}: {cmd}")
     return out

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from helpers import (
+    TAG_VAR,
     assert_same_results,
     engine_processes,
     run_snakemake,
@@ -24,14 +25,14 @@ import l2lflow
 from l2lflow.store import DONE, FAILED
 
 
-def _wait_for_no_engine(timeout: float = 30.0) -> list[str]:
+def _wait_for_no_engine(workdir: Path, timeout: float = 30.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        left = engine_processes()
+        left = engine_processes(workdir)
         if not left:
             return []
         time.sleep(0.2)
-    return engine_processes()
+    return engine_processes(workdir)
 
 
 def test_snakemake_run_opens_in_xarray(tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def test_snakemake_run_opens_in_xarray(tmp_path: Path) -> None:
     assert (ds.b.values > 0.01 - 1e-12).all() and (ds.b.values <= 10).all()
     assert l2lflow.open_results(results).fitness.shape == (3, 8)
     assert ds.attrs["l2lflow"]["config"]["seed"] == 7
-    assert _wait_for_no_engine() == []
+    assert _wait_for_no_engine(tmp_path) == []
     # a rerun has nothing to do
     again = run_snakemake(tmp_path, cfg)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -97,6 +98,7 @@ def test_sigkill_during_evaluate_then_resume_is_bit_identical(tmp_path: Path) ->
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, TAG_VAR: str(tmp_path)},
     )
     # wait until generation 1 is half evaluated, then kill everything of the run
     deadline = time.monotonic() + 120
@@ -109,7 +111,7 @@ def test_sigkill_during_evaluate_then_resume_is_bit_identical(tmp_path: Path) ->
         proc.kill()
         pytest.fail("generation 1 never started")
     os.killpg(proc.pid, signal.SIGKILL)
-    for line in engine_processes():
+    for line in engine_processes(tmp_path):
         os.kill(int(line.split(":")[0]), signal.SIGKILL)
     proc.wait()
     before = len(os.listdir(counter))
@@ -184,4 +186,4 @@ def test_bad_evaluations_are_recorded_and_the_run_completes(tmp_path: Path) -> N
         assert "[crash]" in err[4] and "SIGABRT" in err[4]
         assert "[nonfinite]" in err[5] and "inf" in err[5]
         assert (status[[0, 6, 7]] == DONE).all()
-    assert _wait_for_no_engine() == []
+    assert _wait_for_no_engine(tmp_path) == []
