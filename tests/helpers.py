@@ -97,33 +97,37 @@ def assert_same_results(a: Path, b: Path) -> None:
         assert x.tobytes() == y.tobytes(), f"{name} differs"
 
 
-#: every process a Snakemake run of a test starts inherits this variable (its workdir), so the
-#: no-orphan checks see only the processes of their own test, not those of parallel runs
-TAG_VAR = "L2LFLOW_TEST_WORKDIR"
+#: every process a test starts carries its tag in this environment variable (inherited by the
+#: engine, the Dask workers, the sandboxes and Slurm worker jobs), so no-orphan checks see only
+#: their own test's processes, never those of runs beside it
+TAG_VAR = "L2LFLOW_TEST_TAG"
 
 
-def engine_processes(workdir: Path | None = None) -> list[str]:
-    """Command lines of l2lflow engine and sandbox processes still running (no-orphan checks).
-
-    With ``workdir``, only those started by :func:`run_snakemake` runs in that folder.
-    """
-    out = []
-    tag = f"{TAG_VAR}={workdir}".encode() if workdir is not None else None
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+def tagged_processes(tag: str) -> dict[int, str]:
+    """pid -> command line of every live (not zombie) process whose environment carries ``tag``."""
+    needle = f"{TAG_VAR}={tag}".encode()
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
         try:
-            cmd = (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                    continue  # a zombie is dead; only its parent has not reaped it yet
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                out[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        if "l2lflow.engine" not in cmd and "_sandbox_main" not in cmd:
-            continue
-        if tag is not None:
-            try:
-                environ = (Path("/proc") / pid / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if tag not in environ:
-                continue
-        out.append(f"{pid}: {cmd}")
     return out
+
+
+def engine_processes(workdir: Path) -> list[str]:
+    """Engine and sandbox processes of the :func:`run_snakemake` runs in ``workdir``."""
+    return [
+        f"{pid}: {cmd}"
+        for pid, cmd in tagged_processes(str(workdir)).items()
+        if "l2lflow.engine" in cmd or "_sandbox_main" in cmd
+    ]

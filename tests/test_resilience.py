@@ -20,13 +20,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import assert_same_results, snakemake_cmd, write_config
+from helpers import TAG_VAR, assert_same_results, snakemake_cmd, tagged_processes, write_config
 
 from l2lflow.store import PENDING
 
 pytestmark = pytest.mark.resilience
 
-TAG_VAR = "L2LFLOW_TEST_TAG"
 PHASES = ("sample", "evaluate", "aggregate")
 SENTINEL = {"sample": "sampled", "evaluate": "evaluated", "aggregate": "aggregated"}
 #: how long the processes of a run may take to go away once it is over (killed, failed, done):
@@ -41,28 +40,6 @@ def new_tag() -> str:
 
 def tagged_env(tag: str, **extra: str) -> dict[str, str]:
     return {**os.environ, TAG_VAR: tag, "PYTHONUNBUFFERED": "1", **extra}
-
-
-def tagged_processes(tag: str) -> dict[int, str]:
-    """pid -> command line of every live process whose environment carries ``tag``."""
-    needle = f"{TAG_VAR}={tag}".encode()
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle not in f.read():
-                    continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
-                    continue  # a zombie is dead; only its parent has not reaped it yet
-        except OSError:
-            continue
-        out[int(entry)] = cmd
-    return out
 
 
 def wait_no_processes(tag: str, timeout: float = ORPHAN_TIMEOUT_S) -> tuple[dict[int, str], float]:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, snakemake_cmd, write_config
+from helpers import REPO, TAG_VAR, snakemake_cmd, tagged_processes, write_config
 
 import l2lflow
 from l2lflow.store import DONE
@@ -41,7 +41,6 @@ from l2lflow.store import DONE
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(240)]
 
 PROFILE = REPO / "profiles" / "local-slurm"
-TAG_VAR = "L2LFLOW_TEST_TAG"
 #: the profile's worker ``death_timeout`` (10 s) plus job teardown on a busy 2-core machine
 GONE_TIMEOUT_S = 30.0
 _WORKER = re.compile(r"slurm_job=(\d+)(?: partition=(\S+))?")
@@ -111,28 +110,6 @@ def where_evaluated(results: Path) -> list[tuple[int, int, str | None, str | Non
 # ------------------------------------------------------------------------------ processes
 def tagged_env(tag: str, **extra: str) -> dict[str, str]:
     return {**os.environ, TAG_VAR: tag, "PYTHONUNBUFFERED": "1", **extra}
-
-
-def tagged_processes(tag: str) -> dict[int, str]:
-    """pid -> command line of live processes on this host whose environment carries ``tag``
-    (Snakemake, the engine, and the Slurm worker jobs' processes: sbatch exports the env)."""
-    needle = f"{TAG_VAR}={tag}".encode()
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle not in f.read():
-                    continue
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
-                    continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                out[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
-        except OSError:
-            continue
-    return out
 
 
 def wait_no_processes(tag: str, timeout: float = GONE_TIMEOUT_S) -> float:
