@@ -60,8 +60,9 @@ class Parameter:
         else:
             values = self.low + u * (self.high - self.low)
         # floating point may miss the bounds by an ulp: the box's corners are the bounds exactly
-        values = np.clip(np.where(u == 0.0, self.low, np.where(u == 1.0, self.high, values)),
-                         self.low, self.high)
+        values = np.clip(
+            np.where(u == 0.0, self.low, np.where(u == 1.0, self.high, values)), self.low, self.high
+        )
         if self.kind == "int":
             if self.scale == "linear":
                 # equal-width bins, one per integer, so that every integer is equally likely
