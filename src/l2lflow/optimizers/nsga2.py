@@ -42,7 +42,8 @@ def crowding_distance(loss: np.ndarray) -> np.ndarray:
     for j in range(k):
         order = np.argsort(loss[:, j], kind="stable")
         values = loss[order, j]
-        span = values[-1] - values[0]
+        with np.errstate(invalid="ignore"):  # inf - inf for failed individuals: no span
+            span = values[-1] - values[0]
         distance[order[0]] = distance[order[-1]] = np.inf
         if span > 0 and np.isfinite(span):
             distance[order[1:-1]] += (values[2:] - values[:-2]) / span
