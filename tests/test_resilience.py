@@ -386,6 +386,37 @@ def test_worker_killed_mid_evaluation(tmp_path: Path, reference: Path) -> None:
     assert_same_results(results, reference)
 
 
+@pytest.mark.slow
+def test_ctrl_c_then_resume_is_bit_identical(tmp_path: Path, reference: Path) -> None:
+    """Ctrl-C (SIGINT to Snakemake's process group, as a terminal sends it) in generation 1,
+    then ``--unlock`` and the same command: the store equals the uninterrupted run's, and only
+    evaluations of the interrupted generation ran twice."""
+    counter = tmp_path / "count"
+    cfg = counting_config(tmp_path, "ref", counter, sleep_s=0.25)
+    results = tmp_path / "results" / "ref"
+    tag = new_tag()
+    log = tmp_path / "snakemake.log"
+    proc = start_snakemake(tmp_path, cfg, tag, log)
+    wait_for(lambda: started_in(counter, 1) >= 3, proc, log, "generation 1's evaluations")
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) != 0, tail(log)
+    left, _ = wait_no_processes(tag)
+    assert not left, describe(left)
+    before = evaluation_counts(counter)
+
+    snakemake(tmp_path, cfg, tag, "--unlock")
+    rerun = snakemake(tmp_path, cfg, tag)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    counts = evaluation_counts(counter)
+    repeated = {k: n - 1 for k, n in counts.items() if n > 1}
+    print(
+        f"\nctrl-c: interrupted after {sum(before.values())} evaluations; repeated "
+        f"{sum(repeated.values())} ({sorted(repeated)})"
+    )
+    assert sum(repeated.values()) <= 8 and all(g == 1 for g, _ in repeated)
+    assert_same_results(results, reference)
+
+
 # ---------------------------------------------------------------------------- 3. bad evaluations
 def test_crashing_evaluations_are_retried_then_penalised(tmp_path: Path) -> None:
     """Segfault, exit and raise (hang, abort, NaN and inf: test_pipeline.py's
