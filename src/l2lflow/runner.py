@@ -91,6 +91,27 @@ def _failure(
     }
 
 
+def _success(
+    item: Mapping[str, Any],
+    fitness: float,
+    metrics: dict[str, float],
+    arrays: dict[str, np.ndarray],
+    runtime: float,
+    log: str,
+) -> dict:
+    """The result record of an evaluation that gave a finite fitness (twin of ``_failure``)."""
+    return {
+        "individual": item["individual"],
+        "ok": True,
+        "fitness": fitness,
+        "metrics": metrics,
+        "arrays": arrays,
+        "runtime": runtime,
+        "error": "",
+        "log": log,
+    }
+
+
 def _normalise(
     value: Any, fitness_key: str, objectives: tuple[tuple[str, float], ...] = ()
 ) -> tuple[float, dict[str, float], dict[str, np.ndarray]]:
@@ -184,16 +205,7 @@ def run_one(spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
             return _failure(
                 item, "nonfinite", f"fitness is {fitness!r}", runtime, "\n".join(handler.lines)
             )
-        return {
-            "individual": item["individual"],
-            "ok": True,
-            "fitness": fitness,
-            "metrics": metrics,
-            "arrays": arrays,
-            "runtime": runtime,
-            "error": "",
-            "log": "\n".join(handler.lines),
-        }
+        return _success(item, fitness, metrics, arrays, runtime, "\n".join(handler.lines))
     except BaseException as exc:  # noqa: BLE001 - everything becomes a failed evaluation
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -260,18 +272,7 @@ def run_batch(spec: EvaluationSpec, items: list[Mapping[str, Any]]) -> list[dict
         if not math.isfinite(fitness):
             out.append(_failure(item, "nonfinite", f"fitness is {fitness!r}", runtime))
             continue
-        out.append(
-            {
-                "individual": item["individual"],
-                "ok": True,
-                "fitness": fitness,
-                "metrics": metrics,
-                "arrays": arrays,
-                "runtime": runtime,
-                "error": "",
-                "log": "\n".join(handler.lines),
-            }
-        )
+        out.append(_success(item, fitness, metrics, arrays, runtime, "\n".join(handler.lines)))
     return out
 
 
