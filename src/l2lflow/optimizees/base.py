@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,3 +219,25 @@ def check_signature(optimizee: Optimizee, options: dict[str, Any]) -> None:
             raise OptimizeeError(
                 f"optimizee.options.{key}: {optimizee.name!r} has no option {key!r} (allowed: {allowed})"
             )
+
+
+def checked_params(
+    params: dict[str, Any],
+    defaults: dict[str, float],
+    optimizee: str,
+    valid: Callable[[dict[str, float]], bool],
+) -> tuple[dict[str, float], bool]:
+    """An individual's parameters with ``defaults`` filled in, and whether they are usable.
+
+    For batched optimizees: an unknown name is a configuration error (raised); non-finite or
+    out-of-range values (``valid`` says which) are not, they fail only their own individual, so
+    the defaults stand in for them and keep the batch's tensors well-formed.
+    """
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for {optimizee}; known: {sorted(defaults)}"
+        )
+    p = {**defaults, **{k: float(v) for k, v in params.items()}}
+    ok = all(math.isfinite(v) for v in p.values()) and valid(p)
+    return (p if ok else dict(defaults)), ok

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from l2lflow.optimizees.base import EvaluationContext, register_optimizee
+from l2lflow.optimizees.base import EvaluationContext, checked_params, register_optimizee
 
 DEFAULT_PARAMS: dict[str, float] = {
     "tau_m": 20.0,  # membrane time constant (ms)
@@ -215,22 +215,20 @@ def _individual_arrays(p: dict[str, float], seed: int, n: int, dt: float) -> dic
     }
 
 
-def _checked(params: dict[str, Any]) -> tuple[dict[str, float], bool]:
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {unknown} for genn.alif_rate; known: {sorted(DEFAULT_PARAMS)}"
-        )
-    p = {**DEFAULT_PARAMS, **{k: float(v) for k, v in params.items()}}
-    ok = (
-        all(math.isfinite(v) for v in p.values())
-        and p["tau_m"] > 0
+def _valid(p: dict[str, float]) -> bool:
+    """Whether finite parameters describe a network that can be simulated."""
+    return (
+        p["tau_m"] > 0
         and p["tau_a"] > 0
         and p["beta"] >= 0
         and p["w_scale"] >= 0
         and 0.0 <= p["frac_adaptive"] <= 1.0
     )
-    return (p if ok else dict(DEFAULT_PARAMS)), ok
+
+
+def _checked(params: dict[str, Any]) -> tuple[dict[str, float], bool]:
+    """Parameters with defaults filled in, and whether they describe a valid network."""
+    return checked_params(params, DEFAULT_PARAMS, "genn.alif_rate", _valid)
 
 
 @register_optimizee("genn.alif_rate", batched=True, prefers_gpu=True)
