@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from _pipeline import snakemake_command  # benchmarks/_pipeline.py (the script's folder)
 
 
 def _rastrigin(x: np.ndarray) -> float:
@@ -54,21 +52,7 @@ def main() -> None:
         }
         cfg = tmp / "dispatch.yaml"
         cfg.write_text(yaml.safe_dump(config, sort_keys=False))
-        cmd = [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp),
-            "--configfile",
-            str(cfg),
-            "--cores",
-            "1",
-            "--quiet",
-            "all",
-        ]
+        cmd = snakemake_command(tmp, cfg, "all")
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ours = time.perf_counter() - t0

@@ -31,8 +31,7 @@ import time
 from pathlib import Path
 
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from _pipeline import snakemake_command  # benchmarks/_pipeline.py (the script's folder)
 
 #: run in a fresh interpreter: the store is opened cold, as a user's notebook would
 OPEN_PROBE = """
@@ -50,24 +49,6 @@ assert len(traj) == fitness.shape[0] and "finished" in text.splitlines()[0]
 print(json.dumps({"open": t1 - t0, "read_fitness": t2 - t1, "trajectory": t3 - t2,
                   "status": t4 - t3, "variables": len(ds.data_vars)}))
 """
-
-
-def _snakemake(tmp: Path, cfg: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(tmp),
-        "--configfile",
-        str(cfg),
-        "--cores",
-        "1",
-        "--quiet",
-        *extra,
-    ]
 
 
 def _children_cpu() -> float:
@@ -122,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         start_s = time.perf_counter() - t0
         cpu0 = _children_cpu()
         t0 = time.perf_counter()
-        dry = subprocess.run(_snakemake(tmp, cfg, "-n"), **quiet)
+        dry = subprocess.run(snakemake_command(tmp, cfg, "-n"), **quiet)
         dag_s = time.perf_counter() - t0
         dag_cpu_s = _children_cpu() - cpu0
         if dry.returncode != 0:
@@ -130,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
         t0 = time.perf_counter()
-        run = subprocess.run(_snakemake(tmp, cfg, "all"), **quiet)
+        run = subprocess.run(snakemake_command(tmp, cfg, "all"), **quiet)
         total_s = time.perf_counter() - t0
         if run.returncode != 0:
             print(run.stderr, file=sys.stderr)
