@@ -341,18 +341,29 @@ def store_status(results: Path) -> np.ndarray:
     return np.asarray(root["status"][...]), np.asarray(root["attempts"][...])
 
 
+def start_reference_run(tmp_path: Path) -> tuple[Path, Path, Path, str, Path, subprocess.Popen]:
+    """The ``reference`` experiment under Snakemake, slowed to 0.25 s per evaluation so a test
+    can interrupt it mid-generation: (counter dir, config, results, tag, log, Snakemake)."""
+    counter = tmp_path / "count"
+    cfg = counting_config(tmp_path, "ref", counter, sleep_s=0.25)
+    tag = new_tag()
+    log = tmp_path / "snakemake.log"
+    proc = start_snakemake(tmp_path, cfg, tag, log)
+    return counter, cfg, tmp_path / "results" / "ref", tag, log, proc
+
+
+def repeated_evaluations(counter: Path) -> dict[tuple[int, int], int]:
+    """(generation, individual) -> how many times more than once test.counting evaluated it."""
+    return {k: n - 1 for k, n in evaluation_counts(counter).items() if n > 1}
+
+
 # ---------------------------------------------------------------------------- 2. worker loss
 def test_worker_killed_mid_evaluation(tmp_path: Path, reference: Path) -> None:
     """SIGKILL a Dask worker (and so its sandbox) mid-evaluation: the run completes, every
     individual is done once in the store, and the store equals the uninterrupted run's."""
     from l2lflow.store import DONE
 
-    counter = tmp_path / "count"
-    cfg = counting_config(tmp_path, "ref", counter, sleep_s=0.25)
-    results = tmp_path / "results" / "ref"
-    tag = new_tag()
-    log = tmp_path / "snakemake.log"
-    proc = start_snakemake(tmp_path, cfg, tag, log)
+    counter, cfg, results, tag, log, proc = start_reference_run(tmp_path)
 
     def busy_worker() -> int | None:
         if started_in(counter, 1) < 1:
@@ -374,8 +385,7 @@ def test_worker_killed_mid_evaluation(tmp_path: Path, reference: Path) -> None:
 
     status, attempts = store_status(results)
     assert status.shape == (5, 8) and (status == DONE).all()
-    counts = evaluation_counts(counter)
-    repeated = {k: n - 1 for k, n in counts.items() if n > 1}
+    repeated = repeated_evaluations(counter)
     print(
         f"\nworker loss: killed worker pid {worker} after {sum(before.values())} evaluations; "
         f"repeated evaluations {sum(repeated.values())} ({sorted(repeated)}); "
@@ -391,12 +401,7 @@ def test_ctrl_c_then_resume_is_bit_identical(tmp_path: Path, reference: Path) ->
     """Ctrl-C (SIGINT to Snakemake's process group, as a terminal sends it) in generation 1,
     then ``--unlock`` and the same command: the store equals the uninterrupted run's, and only
     evaluations of the interrupted generation ran twice."""
-    counter = tmp_path / "count"
-    cfg = counting_config(tmp_path, "ref", counter, sleep_s=0.25)
-    results = tmp_path / "results" / "ref"
-    tag = new_tag()
-    log = tmp_path / "snakemake.log"
-    proc = start_snakemake(tmp_path, cfg, tag, log)
+    counter, cfg, results, tag, log, proc = start_reference_run(tmp_path)
     wait_for(lambda: started_in(counter, 1) >= 3, proc, log, "generation 1's evaluations")
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=120) != 0, tail(log)
@@ -407,8 +412,7 @@ def test_ctrl_c_then_resume_is_bit_identical(tmp_path: Path, reference: Path) ->
     snakemake(tmp_path, cfg, tag, "--unlock")
     rerun = snakemake(tmp_path, cfg, tag)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    counts = evaluation_counts(counter)
-    repeated = {k: n - 1 for k, n in counts.items() if n > 1}
+    repeated = repeated_evaluations(counter)
     print(
         f"\nctrl-c: interrupted after {sum(before.values())} evaluations; repeated "
         f"{sum(repeated.values())} ({sorted(repeated)})"
