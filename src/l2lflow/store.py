@@ -300,7 +300,17 @@ class ResultStore:
         return np.asarray(self.array("fitness")[generation, :])
 
     def parameters(self, generation: int) -> dict[str, np.ndarray]:
-        return {n: np.asarray(self.array(n)[generation, :]) for n in self.parameter_names}
+        """The sampled parameters of ``generation``; refuses a generation with a lost chunk."""
+        params = {n: np.asarray(self.array(n)[generation, :]) for n in self.parameter_names}
+        for name, column in params.items():
+            # a sampled value is never NaN: NaN is the fill value of a chunk that is gone
+            if column.dtype.kind == "f" and not np.all(np.isfinite(column)):
+                raise StoreError(
+                    f"{self.path}: parameter {name!r} of generation {generation} is "
+                    "missing (a chunk was deleted); `l2lflow check "
+                    f"{self.results_dir}` lists the damage"
+                )
+        return params
 
     def seeds(self, generation: int) -> np.ndarray:
         return np.asarray(self.array("seed")[generation, :])
