@@ -5,7 +5,9 @@ the workers. What the example shows:
 
 * ``nest_session(seed, context.threads, log=context.log)``: a reset kernel seeded from the
   evaluation seed (the same seed and thread count give bit-identical spikes), with NEST's
-  warnings forwarded to the experiment's log, and a lock so no other thread touches the kernel;
+  warnings forwarded to the experiment's log, and a lock so no other thread touches the kernel
+  (a script that seeds NEST itself writes ``nest.SetKernelStatus({"rng_seed": nest_seed(seed)})``
+  with ``from l2lflow.seeds import nest_seed``: NEST refuses l2lflow's 63-bit seeds as they are);
 * ``simulate(t)``: the run in ~10 ms chunks, so the Dask worker keeps heartbeating;
 * ``context.scratch_dir``: a per-evaluation folder for files too big for the results store;
 * the returned dict: ``fitness``, a scalar metric, and a numpy array that the store keeps on

@@ -33,6 +33,8 @@ from types import ModuleType
 
 import numpy as np
 
+from l2lflow.seeds import NEST_SEED_MAX, nest_seed
+
 __all__ = [
     "NEST_SEED_MAX",
     "capture_nest_messages",
@@ -47,8 +49,6 @@ __all__ = [
 
 _log = logging.getLogger("l2lflow.nest")
 
-#: NEST accepts ``rng_seed`` in [1, 2**32 - 1] ("RNG seed must be in (0, 2^32-1)"); we stay below.
-NEST_SEED_MAX = 2**32 - 2
 
 _nest: ModuleType | None = None
 _import_lock = threading.Lock()
@@ -77,16 +77,6 @@ def nest_available() -> bool:
     except Exception:  # ImportError, or a broken installation failing at import
         return False
     return True
-
-
-def nest_seed(seed: int) -> int:
-    """Map one of our 63-bit seeds deterministically into NEST's ``rng_seed`` range.
-
-    The seed goes through a ``SeedSequence`` rather than ``seed % 2**32`` so that seeds that
-    differ only in their high bits still give different NEST streams.
-    """
-    state = np.random.SeedSequence(int(seed)).generate_state(1, np.uint32)[0]
-    return 1 + int(state) % NEST_SEED_MAX
 
 
 def reset_kernel(seed: int, threads: int = 1, resolution: float = 0.1) -> ModuleType:
