@@ -161,6 +161,7 @@ READERS = {
     "plot": ("plot", "{r}", "--out", "{r}/../figures"),
     "check": ("check", "{r}"),
     "resume": ("run", "{cfg}"),
+    "validate": ("validate", "{cfg}"),
 }
 
 
@@ -184,7 +185,7 @@ STORE_CASES: list[StoreCase] = [
     *across(
         "newer-format",
         lambda r: set_attr(r, "format_version", 99),
-        ("status", "status-json", "export", "plot", "check", "resume"),
+        ("status", "status-json", "export", "plot", "check", "resume", "validate"),
         ("{r}/results.zarr", "format version 99", "newer", "(1)", "upgrade l2lflow"),
     ),
     *across(
@@ -199,10 +200,10 @@ STORE_CASES: list[StoreCase] = [
         ("status", "export", "plot", "check", "resume"),
         ("{r}/results.zarr", "not an l2lflow results store"),
     ),
-    StoreCase(
+    *across(
         "another-experiment-seed",
         None,
-        READERS["resume"],
+        ("resume", "validate"),
         ("{r}/results.zarr", "another configuration", "seed: 7 -> 8"),
         config={"seed": 8},
     ),
@@ -212,6 +213,13 @@ STORE_CASES: list[StoreCase] = [
         READERS["resume"],
         ("{r}/results.zarr", "another configuration", "space"),
         config={"space": {"a": {"low": -1.0, "high": 1.0}}},
+    ),
+    StoreCase(
+        "another-experiment-threads",
+        None,
+        READERS["resume"],
+        ("{r}/results.zarr", "another configuration", "evaluation.threads: 1 -> 2"),
+        config={"evaluation": {"retries": 1, "timeout_s": 30, "threads": 2}},
     ),
     StoreCase(
         "another-experiment-population",

@@ -12,13 +12,19 @@ from pathlib import Path
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    """Check a config as a run would: the file, and an existing store it would resume (the same
+    check the run makes, so that ``validate`` never says "valid" for a config the run refuses)."""
     from l2lflow.config import load_config
+    from l2lflow.store import check_compatible, read_store_attrs
 
     config = load_config(args.config)
+    check_compatible(config["results"], config)
+    resumes = read_store_attrs(config["results"]) is not None
     print(
         f"{args.config}: valid ({config['generations']} generations × "
         f"{config['population_size']} individuals, optimizer {config['optimizer']['name']}, "
-        f"optimizee {config['optimizee']['name']}, results in {config['results']})"
+        f"optimizee {config['optimizee']['name']}, results in {config['results']}"
+        f"{', resumes the store there' if resumes else ''})"
     )
     return 0
 

@@ -45,6 +45,16 @@ RESERVED_NAMES = frozenset(
 #: config sections whose change would change the results: a resume with other values is refused
 RESULT_KEYS = ("seed", "population_size", "direction", "space", "optimizer", "optimizee")
 
+#: ``evaluation`` settings that change results, each with the value at which it is left out of
+#: the identity (so stores made before the key joined it keep their hash and still resume):
+#: ``threads`` changes NEST's random streams (same seed, other thread count: other spikes);
+#: ``batch_size`` may change a batched optimizee's rounding on CUDA (cuBLAS picks kernels by
+#: batch size; on CPU it is bitwise neutral); ``device`` cpu vs gpu changes floating point.
+#: Everything else under ``evaluation`` (retries, timeout_s, isolate) and ``execution`` decides
+#: how and where an evaluation runs, not its result: see README "Resume, extend, and what may
+#: change".
+RESULT_EVALUATION_KEYS: dict[str, Any] = {"threads": 1, "batch_size": None, "device": "auto"}
+
 
 class ConfigError(ValueError):
     """An invalid experiment config; the message starts with the offending key path.
@@ -519,8 +529,12 @@ def result_config(config: dict[str, Any]) -> dict[str, Any]:
     dimensions: so ``parameter_order`` records it explicitly, and the rest is compared sorted.
     """
     part = {key: config.get(key) for key in RESULT_KEYS}
-    part["failure_fitness"] = config.get("evaluation", {}).get("failure_fitness")
+    evaluation = config.get("evaluation", {})
+    part["failure_fitness"] = evaluation.get("failure_fitness")
     part["parameter_order"] = list(config.get("space", {}))
+    for key, default in RESULT_EVALUATION_KEYS.items():
+        if evaluation.get(key, default) != default:
+            part[f"evaluation.{key}"] = evaluation[key]
     return json.loads(json.dumps(part, sort_keys=True))
 
 
@@ -531,7 +545,15 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def describe_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """Human-readable list of differences between two result configs, by key path."""
+    """Human-readable list of differences between two result configs, by key path.
+
+    An identity key at its default is absent from a result config (:data:`RESULT_EVALUATION_KEYS`),
+    so it reads as that default here: ``evaluation.threads: 1 -> 2``, not ``<absent> -> 2``.
+    """
+    if not prefix:
+        defaults = {f"evaluation.{k}": v for k, v in RESULT_EVALUATION_KEYS.items()}
+        old = {**{k: v for k, v in defaults.items() if k in new}, **old}
+        new = {**{k: v for k, v in defaults.items() if k in old}, **new}
     changes = []
     keys = list(old) + [k for k in new if k not in old]
     for key in keys:
