@@ -16,19 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import REPO, write_config
+from test_config_errors import BASE
 
 from l2lflow.config import config_hash, describe_changes, load_config, result_config
 from l2lflow.config import validate_config as validated
-
-BASE = {
-    "name": "id",
-    "seed": 1,
-    "generations": 2,
-    "population_size": 4,
-    "optimizer": {"name": "random"},
-    "optimizee": {"name": "sphere"},
-    "space": {"x": {"low": -1.0, "high": 1.0}},
-}
 
 
 def with_evaluation(**evaluation) -> dict:
