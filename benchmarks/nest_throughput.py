@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -51,12 +53,15 @@ def main() -> None:
         cluster_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         exp.sample(0)
+        t1 = time.perf_counter()
         exp.evaluate(0)
+        evaluate_s = time.perf_counter() - t1
         exp.aggregate(0)
         pipeline_s = time.perf_counter() - t0
         params = exp.store.parameters(0)
         seeds = exp.store.seeds(0)
         stored = exp.store.fitness(0)
+        runtimes = np.asarray(exp.store.array("runtime")[0, :], dtype=np.float64)
         exp.close()
 
     from l2lflow.optimizees.base import EvaluationContext
@@ -79,6 +84,13 @@ def main() -> None:
         f"neurons × {args.sim_ms:.0f} ms on {args.workers} workers"
     )
     print(f"sequential in one process: {sequential_s:.2f} s (same fitness bitwise: {same})")
+    # the best any schedule of these runtimes on these workers could do (the longest one, or
+    # the total spread perfectly), beside what the pipeline's evaluate step took
+    bound = max(runtimes.sum() / args.workers, runtimes.max())
+    print(
+        f"evaluate makespan {evaluate_s:.2f} s vs lower bound {bound:.2f} s "
+        f"(max(sum of runtimes / workers, longest runtime); ratio {evaluate_s / bound:.3f})"
+    )
     efficiency = (sequential_s / pipeline_s) / args.workers
     print(f"efficiency={efficiency:.3f}")
 

@@ -252,9 +252,16 @@ def _next_batch(queue: deque, batch_size: int, retries: int) -> list[tuple[int, 
 
 
 def _chunk_size(runtimes: list[float], remaining: int, workers: int) -> int:
-    """Individuals per task: about TARGET_CHUNK_S of work, but enough tasks for every worker."""
-    fair = max(1, math.ceil(remaining / (workers * CHUNKS_PER_WORKER)))
+    """Individuals per task: about TARGET_CHUNK_S of work, but enough tasks for every worker.
+
+    Until a runtime is known (the first chunks of a run) every task holds one individual: a
+    guess of 4 cut 16 long simulations into 4 tasks of unequal length for 2 workers, and the
+    generation waited for the slowest pair. The first result sizes the chunks that follow, so
+    cheap evaluations pay the one-per-task cost only for the first ``workers × 2`` of them.
+    Evaluations longer than TARGET_CHUNK_S always go one per task.
+    """
     if not runtimes:
-        return min(fair, 4)
+        return 1
+    fair = max(1, math.ceil(remaining / (workers * CHUNKS_PER_WORKER)))
     mean = max(float(np.mean(runtimes[-64:])), 1e-6)
     return max(1, min(fair, int(TARGET_CHUNK_S / mean)))
