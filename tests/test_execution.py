@@ -2,57 +2,84 @@
 
 from __future__ import annotations
 
-import stat
+import socket
+import ssl
+from pathlib import Path
 
-import pytest
-
-from l2lflow.client import socket_path
 from l2lflow.execution import start_pools
 
 
-def test_local_cluster_refuses_clients_without_credentials(tmp_path) -> None:
+def _pem_files(tmp_path: Path, name: str, security) -> tuple[str, str]:
+    """Write a ``Security``'s in-memory client certificate and key to files (for ``ssl``)."""
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    cert.write_text(security.tls_client_cert)
+    key.write_text(security.tls_client_key)
+    return str(cert), str(key)
+
+
+def _raw_tls(host: str, port: int, cert: tuple[str, str] | None) -> str:
+    """Connect like a stranger that trusts ANY server (so no failure can be its own check of
+    the server) and report what the scheduler did: 'alert: ...' when the server rejected the
+    handshake, 'accepted' when it waited for a request."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if cert is not None:
+        ctx.load_cert_chain(*cert)
+    with socket.create_connection((host, port), timeout=10) as raw:
+        try:
+            with ctx.wrap_socket(raw) as tls:
+                tls.settimeout(2.0)
+                data = tls.recv(1)  # TLS 1.3 reports a refused client certificate here
+                return "accepted" if data else "closed"
+        except ssl.SSLError as exc:
+            return f"alert: {exc.reason}"
+        except TimeoutError:
+            return "accepted"  # the handshake stood and the scheduler waits for our request
+
+
+def test_local_scheduler_itself_refuses_strangers(tmp_path: Path) -> None:
+    """The scheduler (server side) refuses a stranger: one with its own throw-away TLS
+    credentials, one with TLS but no certificate, one without TLS; the run's own credentials
+    pass the same probe, and a legitimate client runs a task."""
     from distributed import Client
+    from distributed.security import Security
 
     pools = start_pools({"backend": "local", "workers": 1}, local_directory=str(tmp_path))
     try:
         cluster = pools.clusters["cpu"]
         address = cluster.scheduler_address
-        assert address.startswith("tls://")
-        info = pools.client("cpu").scheduler_info()
+        assert address.startswith("tls://127.0.0.1:")
+        host, port = address.removeprefix("tls://").rsplit(":", 1)
+        clients_before = set(cluster.scheduler.clients)
+
+        stranger = _pem_files(tmp_path, "stranger", Security.temporary())
+        ours = _pem_files(tmp_path, "ours", cluster.security)
+        outcomes = {
+            "stranger's own credentials": _raw_tls(host, int(port), stranger),
+            "no client certificate": _raw_tls(host, int(port), None),
+            "the run's credentials": _raw_tls(host, int(port), ours),
+        }
+        with socket.create_connection((host, int(port)), timeout=10) as plain:
+            try:  # not TLS: the scheduler answers with a TLS alert, or hangs up
+                plain.sendall(b"\x00" * 64)
+                plain.settimeout(10)
+                reply = plain.recv(64)
+                outcomes["no TLS"] = "closed" if not reply else f"record {reply[:1]!r}"
+            except ConnectionResetError:
+                outcomes["no TLS"] = "closed"
+        print("\n" + "\n".join(f"{k}: {v}" for k, v in outcomes.items()))
+        assert outcomes["stranger's own credentials"].startswith("alert: "), outcomes
+        assert outcomes["no client certificate"].startswith("alert: "), outcomes
+        assert outcomes["the run's credentials"] == "accepted", outcomes
+        assert outcomes["no TLS"] in ("closed", "record b'\\x15'"), outcomes  # 0x15: TLS alert
+        assert set(cluster.scheduler.clients) == clients_before  # no stranger got in
+
+        legit = pools.client("cpu")
+        info = legit.scheduler_info()
         assert all(w["nthreads"] == 1 for w in info["workers"].values())
-        assert pools.client("cpu").submit(lambda: 41 + 1).result(timeout=30) == 42
-        # a stranger on the same machine: plain TCP, and TLS without the run's certificate
-        with pytest.raises(Exception):  # noqa: B017 - any refusal will do
-            Client(address.replace("tls://", "tcp://"), timeout=3)
-        with pytest.raises(Exception):  # noqa: B017
-            Client(address, timeout=3)
-        dashboard = cluster.dashboard_link
-        assert "127.0.0.1" in dashboard
+        assert legit.submit(lambda: 41 + 1).result(timeout=30) == 42
+        with Client(address, security=cluster.security, timeout=30) as second:
+            assert second.submit(lambda: 6 * 7).result(timeout=30) == 42
     finally:
         pools.close()
-
-
-def test_engine_socket_is_private(tmp_path) -> None:
-    """Only the owner may connect to an engine's socket (it runs steps as that user)."""
-    import subprocess
-    import sys
-    import time
-
-    results = tmp_path / "results"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "l2lflow.engine", str(results), "--idle-timeout", "3"]
-    )
-    try:
-        path = socket_path(results)
-        for _ in range(200):
-            try:
-                mode = stat.S_IMODE(__import__("os").stat(path).st_mode)
-                break
-            except FileNotFoundError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("engine did not create its socket")
-        assert mode & 0o077 == 0, oct(mode)
-    finally:
-        proc.wait(timeout=30)  # stops by itself after its idle timeout
-    assert proc.returncode == 0

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import dask
@@ -95,7 +97,11 @@ def test_tls_pool_scales_runs_refuses_strangers_and_cleans_up(pool: dict, tmp_pa
     cluster = slurm_cluster(pool, name="cpu", security=Security.temporary(), adaptive=False)
     try:
         assert cluster.scheduler_address.startswith("tls://")
-        assert cluster.dashboard_link.startswith("http://127.0.0.1:")
+        # no dashboard and no /info pages (worker logs, call stacks) by default: health only
+        http = cluster.scheduler.http_server
+        for page in ("status", "info/main/workers.html"):
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(f"http://{http.address}:{http.port}/{page}", timeout=10)
         client = Client(cluster)
         t0 = time.monotonic()
         cluster.scale(2)

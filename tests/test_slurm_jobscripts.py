@@ -179,7 +179,12 @@ def test_every_profile_pool_resolves(profile: str) -> None:
 
 def test_scheduler_options_idle_timeout_and_local_dashboard() -> None:
     opts = scheduler_options(resolve_pool({"idle_timeout": 20}))
-    assert opts["idle_timeout"] == 20 and opts["dashboard_address"] == "127.0.0.1:0"
+    assert opts["idle_timeout"] == 20
+    assert opts["dashboard_address"] is None and opts["dashboard"] is False  # off by default
+    opts = scheduler_options(resolve_pool({"dashboard_address": 8787}))
+    assert opts["dashboard_address"] == "127.0.0.1:8787" and opts["dashboard"] is True
+    with pytest.raises(ValueError, match="127.0.0.1 only"):
+        resolve_pool({"dashboard_address": "0.0.0.0:8787"})
     assert "idle_timeout" not in scheduler_options(resolve_pool({"idle_timeout": None}))
 
 

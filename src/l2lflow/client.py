@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,18 +36,84 @@ class ClientError(RuntimeError):
     """The engine could not be reached or refused the step; the message says why."""
 
 
+def runtime_dir() -> str:
+    """The folder of this user's engine sockets: ``$XDG_RUNTIME_DIR/l2lflow``, else
+    ``<tmp>/l2lflow-<uid>`` (``<tmp>`` is ``$TMPDIR`` or ``/tmp``); ``$L2LFLOW_RUNTIME_DIR`` overrides.
+
+    Why a private folder: a socket at a predictable path in ``/tmp`` can be squatted by another
+    local user, whose fake engine would then answer every step "done". The folder is created
+    with mode 0700 and checked with ``lstat`` each time (a real directory, not a symlink, owned
+    by this user, no access for group or others); one that fails the check is refused with a
+    :class:`ClientError`, never used (a folder of another user in the sticky ``/tmp`` cannot be
+    removed by us, and silently choosing another path would split client and engine).
+    """
+    override = os.environ.get("L2LFLOW_RUNTIME_DIR")
+    if override:
+        path = override
+    else:
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        base = xdg if xdg and _private_dir_problem(xdg) is None else None
+        path = (
+            os.path.join(base, "l2lflow")
+            if base
+            else os.path.join(tempfile.gettempdir(), f"l2lflow-{os.getuid()}")
+        )
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    problem = _private_dir_problem(path)
+    if problem is not None:
+        raise ClientError(
+            f"refusing the engine socket folder {path}: {problem}; another local user may be "
+            "trying to pose as the l2lflow engine. Remove it (or ask an admin to) or set "
+            "L2LFLOW_RUNTIME_DIR to a folder only you can enter"
+        )
+    return path
+
+
+def _private_dir_problem(path: str) -> str | None:
+    """Why ``path`` is not a private folder of this user (``None`` if it is)."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"cannot inspect it ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
+    if st.st_uid != os.getuid():
+        return f"it is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
+    if st.st_mode & 0o077:
+        return f"its mode is {stat.S_IMODE(st.st_mode):o}; only its owner may enter it (700)"
+    return None
+
+
 def socket_path(results_dir: str | Path) -> str:
-    """Where the engine of ``results_dir`` listens (short: Unix socket paths max out at 107)."""
+    """Where the engine of ``results_dir`` listens: in :func:`runtime_dir`, a private folder
+    (short: Unix socket paths max out at 107 bytes)."""
     key = hashlib.sha1(str(Path(results_dir).resolve()).encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"l2lflow-{os.getuid()}-{key}.sock")
+    return os.path.join(runtime_dir(), f"{key}.sock")
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a connected Unix socket
+    (``SO_PEERCRED``: filled in by the kernel, so it cannot be faked by the peer)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
 
 
 class StoreLock:
     """An exclusive ``flock`` on ``<results>/.l2lflow.lock``: one writer per results folder.
 
     The kernel releases it when the holder dies, even by SIGKILL, so a crashed run never leaves
-    a stale lock behind.
+    a stale lock behind. The file holds ``<pid> <host>`` of the holder, and ``<pid> <host>
+    stopping`` once an engine has begun to shut down (it still closes its cluster and store):
+    :meth:`acquire` waits for such a holder instead of refusing, so a rerun right after a run
+    ended or was killed does not fail as "in use".
     """
+
+    #: how long :meth:`acquire` waits for a holder that is stopping
+    STOPPING_WAIT_S = 120.0
 
     def __init__(self, results_dir: str | Path) -> None:
         self.path = Path(results_dir) / LOCK_NAME
@@ -54,23 +122,50 @@ class StoreLock:
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise ClientError(self.held_message()) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        deadline = time.monotonic() + self.STOPPING_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                holder = self.holder()
+                if holder is None or not holder[2] or time.monotonic() > deadline:
+                    os.close(fd)
+                    raise ClientError(self.held_message()) from None
+                time.sleep(0.1)  # the holder is an engine on its way out
+        self._write(fd, "")
         self.fd = fd
 
-    def held_message(self) -> str:
+    @staticmethod
+    def _write(fd: int, note: str) -> None:
+        text = f"{os.getpid()} {socket.gethostname()}{' ' + note if note else ''}\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
+
+    def mark_stopping(self) -> None:
+        """Tell waiting runs that this holder is shutting down and will release the lock soon."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                self._write(self.fd, "stopping")
+
+    def holder(self) -> tuple[int, str, bool] | None:
+        """(pid, host, stopping) as the holder wrote it; ``None`` if unreadable or empty.
+
+        The file outlives its holder: whether the lock is *held* only the ``flock`` (or a
+        running engine, see :func:`engine_pid`) tells.
+        """
         try:
-            holder = self.path.read_text().split()
-            who = f"pid {holder[0]} on {holder[1]}" if len(holder) >= 2 else "another process"
-        except OSError:
-            who = "another process"
+            parts = self.path.read_text().split()
+            return int(parts[0]), parts[1], parts[2:] == ["stopping"]
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def held_message(self) -> str:
+        holder = self.holder()
+        who = f"pid {holder[0]} on {holder[1]}" if holder else "another process"
         return (
             f"{self.path.parent} is in use by another l2lflow run ({who}); "
             "wait for it to finish or stop it, then run again"
@@ -85,13 +180,43 @@ class StoreLock:
 
 
 def _connect(path: str) -> socket.socket | None:
+    """A connection to the engine at ``path``, ``None`` if none listens there.
+
+    Raises :class:`ClientError` if the process listening there is not this user's: its answers
+    (for instance "step done") must not be trusted.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         return None
+    pid, uid, _ = peer_credentials(sock)
+    if uid != os.getuid():
+        sock.close()
+        raise ClientError(
+            f"refusing the engine at {path}: it is served by uid {uid} (pid {pid}), not by you "
+            f"(uid {os.getuid()}); another local user may be posing as the l2lflow engine"
+        )
     return sock
+
+
+def engine_pid(results_dir: str | Path) -> int | None:
+    """The pid of the live engine of ``results_dir`` (this user's), ``None`` if none runs.
+
+    A cheap liveness check for ``l2lflow status`` and tests: it connects to the engine's socket
+    and reads the peer's pid from the kernel (``SO_PEERCRED``); it sends no request, so it never
+    takes part in a run. An engine that is stopping has closed its socket already (``None``);
+    its lock file then says ``stopping`` (see :class:`StoreLock`).
+    """
+    try:
+        sock = _connect(socket_path(results_dir))
+    except (ClientError, OSError):
+        return None
+    if sock is None:
+        return None
+    with sock:
+        return peer_credentials(sock)[0]
 
 
 def _start_engine(results_dir: Path, idle_timeout: float) -> subprocess.Popen:
@@ -203,6 +328,8 @@ def request(
         "generation": generation,
         "config_path": str(Path(config_path).resolve()) if config_path else None,
         "run_id": os.environ.get("L2LFLOW_RUN_ID") or f"ppid-{os.getppid()}",
+        # the process of the run (Snakemake) this step belongs to: the engine stops when it dies
+        "run_pid": _run_pid(),
     }
     view = _ProgressView()
     try:
@@ -223,6 +350,11 @@ def request(
     finally:
         view.close()
         sock.close()
+
+
+def _run_pid() -> int | None:
+    value = os.environ.get("L2LFLOW_RUN_PID", "")
+    return int(value) if value.isdigit() else None
 
 
 def claim(results_dir: str | Path) -> None:

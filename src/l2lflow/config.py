@@ -355,9 +355,19 @@ def validate_config(raw: dict[str, Any], *, check_code: bool = True) -> dict[str
         if spec.get("type") == "choice":
             spec.pop("scale", None)  # a default filled in by the schema; means nothing here
     config.setdefault("results", f"results/{config['name']}")
+    _check_dashboard(config["execution"].get("dashboard", False))
     if check_code:
         _check_code(config)
     return config
+
+
+def _check_dashboard(value: Any) -> None:
+    from l2lflow.execution.core import dashboard_address
+
+    try:
+        dashboard_address(value)
+    except ValueError as exc:
+        raise ConfigError(f"execution.dashboard: {exc}") from None
 
 
 def _check_space(space: dict[str, Any]) -> None:

@@ -6,9 +6,16 @@ per-generation rules are thin clients (:mod:`l2lflow.client`) and this process, 
 first of them, keeps the store open, the optimizer warm and the worker pools up for the whole
 run. It holds the results folder's lock (``flock``, released by the kernel if it dies), serves
 one step at a time, and shuts down with its pools when the workflow ends (``shutdown``), when
-no request came for ``--idle-timeout`` seconds, or shortly after its client vanished mid-step
-(Ctrl-C or a kill of Snakemake). Results reach the store as they arrive, so stopping loses only
-the evaluations that were running.
+no request came for ``--idle-timeout`` seconds, shortly after its client vanished mid-step
+(Ctrl-C or a kill of Snakemake), and within a second of the death of the run it serves (the
+Snakemake process, whose pid each step sends as ``run_pid``; watched with a pidfd), whatever
+that run was doing. Results reach the store as they arrive, so stopping loses only the
+evaluations that were running.
+
+Who may talk to it: its socket lies in a folder only this user can enter
+(:func:`l2lflow.client.runtime_dir`), and each connection's peer must run as this user
+(``SO_PEERCRED``); the client checks the same of the engine. Whether an engine is alive:
+:func:`l2lflow.client.engine_pid`.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from l2lflow.client import EXIT_LOCKED, ClientError, StoreLock, socket_path
+from l2lflow.client import EXIT_LOCKED, ClientError, StoreLock, peer_credentials, socket_path
 
 log = logging.getLogger("l2lflow.engine")
 
@@ -49,6 +56,9 @@ class Engine:
         self.last_activity = time.monotonic()
         self.deadline_override: float | None = None
         self.owner: str | None = None
+        #: the process of the owning run (Snakemake) as a pidfd (readable once it exited)
+        self.owner_pidfd: int | None = None
+        self.owner_pid: int | None = None
         self.busy = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -59,7 +69,12 @@ class Engine:
         except ClientError as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_LOCKED
-        path = socket_path(self.results_dir)
+        try:
+            path = socket_path(self.results_dir)
+        except ClientError as exc:
+            print(str(exc), file=sys.stderr)
+            lock.release()
+            return 1
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # stale socket of a dead engine (we hold the lock, so it is dead)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -80,11 +95,19 @@ class Engine:
                 except TimeoutError:
                     self._check_idle()
                     continue
+                pid, uid, _ = peer_credentials(conn)
+                if uid != os.getuid():  # only this user may ask for steps (they run as us)
+                    log.warning("refused a connection from uid %d (pid %d)", uid, pid)
+                    conn.close()
+                    continue
+                self._check_idle()  # a busy socket must not hide a dead run
                 threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
         finally:
+            lock.mark_stopping()  # a rerun waits for the lock instead of calling it "in use"
             server.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+            self._watch_owner(None)
             with self.work_lock:  # let a running step flush what it has
                 if self.experiment is not None:
                     self.experiment.close()
@@ -92,8 +115,46 @@ class Engine:
             log.info("engine %d stopped", os.getpid())
         return 0
 
+    def _watch_owner(self, pid: int | None) -> None:
+        """Watch the run process ``pid`` (``None``: none) instead of the previous one."""
+        if pid == self.owner_pid:
+            return
+        if self.owner_pidfd is not None:
+            os.close(self.owner_pidfd)
+        self.owner_pid, self.owner_pidfd = None, None
+        if pid is None:
+            return
+        try:
+            self.owner_pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.owner_pidfd = None  # already gone: _owner_gone polls the pid
+        except OSError:  # no pidfd (old kernel): _owner_gone polls the pid
+            self.owner_pidfd = None
+        self.owner_pid = pid
+
+    def _owner_gone(self) -> bool:
+        """True once the process of the run that owns this engine has exited."""
+        if self.owner_pid is None:
+            return False
+        if self.owner_pidfd is not None:
+            readable, _, _ = select.select([self.owner_pidfd], [], [], 0)
+            return bool(readable)
+        try:
+            os.kill(self.owner_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     def _check_idle(self) -> None:
         if self.busy:
+            return
+        if self._owner_gone():
+            log.info(
+                "the run (pid %d) that used this engine is gone: shutting down", self.owner_pid
+            )
+            self.stop.set()
             return
         now = time.monotonic()
         if self.deadline_override is not None and now > self.deadline_override:
@@ -129,7 +190,8 @@ class Engine:
         # stop the first run's engine from its error handler (Snakemake's onerror)
         if self.owner is not None and run_id != self.owner:
             quiet_for = time.monotonic() - self.last_activity
-            orphaned = self.deadline_override is not None  # its run vanished mid-step
+            # its run vanished mid-step, or its run's process is gone
+            orphaned = self.deadline_override is not None or self._owner_gone()
             if self.busy or (quiet_for < LEASE_S and not orphaned):
                 self._send(
                     conn,
@@ -147,11 +209,14 @@ class Engine:
             return
         if op == "claim":  # a new run announces itself before its first job (see client.claim)
             self.owner = run_id
+            self._watch_owner(message.get("run_pid"))
             self.deadline_override = None
             self.last_activity = time.monotonic()
             self._send(conn, {"type": "result", "ok": True, "result": {"pid": os.getpid()}})
             return
         with self.work_lock:
+            if run_id != self.owner:
+                self._watch_owner(message.get("run_pid"))
             self.owner = run_id
             self.busy = True
             self.deadline_override = None

@@ -35,8 +35,11 @@ if not os.path.exists(CONFIG_JSON) or Path(CONFIG_JSON).read_text() != _text:
     os.makedirs(RESULTS, exist_ok=True)
     Path(CONFIG_JSON).write_text(_text)
 
-# the engine serves one run at a time: every step of this Snakemake run carries its id
-os.environ.setdefault("L2LFLOW_RUN_ID", uuid.uuid4().hex)
+# the engine serves one run at a time: every step of this Snakemake run carries its id, and the
+# pid of this Snakemake process, which the engine watches: it stops within a second of its death
+if "L2LFLOW_RUN_ID" not in os.environ:
+    os.environ["L2LFLOW_RUN_ID"] = uuid.uuid4().hex
+    os.environ["L2LFLOW_RUN_PID"] = str(os.getpid())
 # call the interpreter that runs Snakemake directly (no console-script or pyenv shim per job)
 L2LFLOW = f"{shlex.quote(sys.executable)} -m l2lflow"
 STEP = f"{L2LFLOW} step {{rule}} --results {shlex.quote(RESULTS)} --config {shlex.quote(CONFIG_JSON)}"

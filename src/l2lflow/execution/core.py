@@ -59,11 +59,59 @@ class WorkerPools:
         self.clusters.clear()
 
 
+def dashboard_address(value: Any) -> str | None:
+    """The scheduler dashboard address for ``execution.dashboard`` (``None``: no dashboard).
+
+    Off by default because on a shared login node every local user can open it (worker logs,
+    task keys, call stacks). When on, it binds to 127.0.0.1 only; another host is refused.
+    Raises ``ValueError`` with what is allowed.
+    """
+    allowed = 'false, true, a port (8787), or "127.0.0.1:PORT"'
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "127.0.0.1:0"
+    if isinstance(value, int) and 0 <= value <= 65535:
+        return f"127.0.0.1:{value}"
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if sep and port.isdigit() and int(port) <= 65535 and host in ("", "127.0.0.1", "localhost"):
+            return f"127.0.0.1:{int(port)}"
+        if value.isdigit() and int(value) <= 65535:
+            return f"127.0.0.1:{int(value)}"
+        if sep and host not in ("", "127.0.0.1", "localhost"):
+            raise ValueError(
+                f"{value!r}: the dashboard binds to 127.0.0.1 only (other users of the machine "
+                "could open it otherwise); view it from elsewhere with ssh -L"
+            )
+    raise ValueError(f"{value!r} is not a dashboard setting (allowed: {allowed})")
+
+
+@contextlib.contextmanager
+def http_routes(dashboard: str | None):
+    """Dask config for the scheduler's and workers' HTTP servers while a cluster starts.
+
+    They listen even without the dashboard, and by default serve ``/info`` pages (worker logs,
+    call stacks) and Prometheus metrics: with the dashboard off only ``/health`` remains.
+    """
+    import dask
+
+    if dashboard is not None:
+        yield
+        return
+    health = ["distributed.http.health"]
+    with dask.config.set(
+        {"distributed.scheduler.http.routes": health, "distributed.worker.http.routes": health}
+    ):
+        yield
+
+
 def start_pools(execution: dict[str, Any], *, local_directory: str | None = None) -> WorkerPools:
     """Start the pools an execution config describes and connect a client to each."""
     from distributed import Client
 
     pools = WorkerPools()
+    dashboard = execution.get("dashboard", False)
     try:
         if execution.get("backend", "local") == "local":
             from l2lflow.execution.local import (
@@ -79,6 +127,8 @@ def start_pools(execution: dict[str, Any], *, local_directory: str | None = None
             )
             pools.clusters["cpu"] = cluster
             pools.clients["cpu"] = Client(cluster, set_as_default=False)
+            if cluster.scheduler.http_server is not None and dashboard:
+                log.info("Dask dashboard (127.0.0.1 only): %s", cluster.dashboard_link)
             if execution.get("gpu", "auto") == "auto" and local_gpus():
                 gpu = start_local_gpu_cluster(execution, local_directory=local_directory)
                 pools.clusters["gpu"] = gpu
@@ -87,6 +137,8 @@ def start_pools(execution: dict[str, Any], *, local_directory: str | None = None
             from l2lflow.execution.slurm import slurm_cluster
 
             for name, spec in execution["pools"].items():
+                if "dashboard_address" not in spec:
+                    spec = {**spec, "dashboard_address": dashboard_address(dashboard)}
                 # adaptive between the pool's min_jobs and max_jobs (set up by slurm_cluster)
                 cluster = slurm_cluster(spec, name=name, security=True)
                 pools.clusters[name] = cluster

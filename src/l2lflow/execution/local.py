@@ -2,8 +2,8 @@
 
 One thread per worker because a NEST kernel is per process (two threads in one worker give
 silently wrong results; FACTS.md). TLS with throw-away credentials so that other users of a
-shared login node cannot connect to the scheduler and run code as you; the dashboard listens
-on localhost only.
+shared login node cannot connect to the scheduler and run code as you; the dashboard is off
+unless ``execution.dashboard`` asks for it, and then listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -56,12 +56,18 @@ def start_local_cluster(
     import dask
     from distributed import LocalCluster
 
+    from l2lflow.execution.core import dashboard_address, http_routes
+
     n = local_worker_count(execution)
-    with dask.config.set(
-        {
-            # workers must be able to start the sandbox process of each evaluation
-            "distributed.worker.daemon": False,
-        }
+    dashboard = dashboard_address(execution.get("dashboard", False))
+    with (
+        dask.config.set(
+            {
+                # workers must be able to start the sandbox process of each evaluation
+                "distributed.worker.daemon": False,
+            }
+        ),
+        http_routes(dashboard),
     ):
         cluster = LocalCluster(
             n_workers=n,
@@ -69,7 +75,7 @@ def start_local_cluster(
             processes=True,
             security=True,
             host="127.0.0.1",
-            dashboard_address=execution.get("dashboard_address", "127.0.0.1:0"),
+            dashboard_address=dashboard,
             silence_logs=logging.ERROR,
             local_directory=local_directory,
             memory_limit=execution.get("memory_limit", "auto"),

@@ -124,7 +124,7 @@ def pool_defaults() -> dict[str, Any]:
         "log_directory": None,  # Slurm -o/-e directory for the worker jobs
         "shared_temp_directory": "~/.cache/l2lflow/dask-tls",  # TLS files for the workers
         "python": None,  # interpreter on the nodes (None: the engine's sys.executable)
-        "dashboard_address": "127.0.0.1:0",  # dashboard on localhost only (ssh -L to view)
+        "dashboard_address": None,  # off; execution.dashboard sets it (127.0.0.1 only)
         "resources": {},  # extra worker resources; GPU pools always advertise GPU=1
         "worker_extra_args": [],  # more `dask worker` arguments
         "scheduler_options": {},  # more distributed.Scheduler keyword arguments
@@ -267,6 +267,9 @@ def resolve_pool(pool: dict[str, Any], *, expand_env: bool = True) -> dict[str, 
                 f"lifetime {p['lifetime']} + stagger {p['lifetime_stagger']} must end before the "
                 f"walltime {p['walltime']}, or Slurm kills workers before they retire"
             )
+    from l2lflow.execution.core import dashboard_address
+
+    p["dashboard_address"] = dashboard_address(p["dashboard_address"])  # 127.0.0.1 only
     if expand_env:
         for key in _EXPANDED:
             p[key] = _expand(p[key], key)
@@ -332,7 +335,10 @@ def _job_kwargs(p: dict[str, Any], name: str) -> dict[str, Any]:
 
 def scheduler_options(p: dict[str, Any]) -> dict[str, Any]:
     """``distributed.Scheduler`` keyword arguments of a resolved pool (dashboard, idle timeout)."""
-    opts: dict[str, Any] = {"dashboard_address": p["dashboard_address"]}
+    opts: dict[str, Any] = {
+        "dashboard_address": p["dashboard_address"],
+        "dashboard": p["dashboard_address"] is not None,
+    }
     if p["idle_timeout"]:
         opts["idle_timeout"] = p["idle_timeout"]
     opts.update(p["scheduler_options"])
@@ -501,14 +507,17 @@ def slurm_cluster(
         from l2lflow.config import ConfigError
 
         raise ConfigError(f"execution.pools.{name}: {exc}") from None
-    cluster = L2LSLURMCluster(
-        name=name,
-        security=security,
-        interface=p["interface"],
-        credential_dir=_credential_dir(p["shared_temp_directory"], name),
-        scheduler_options=scheduler_options(p),
-        **_job_kwargs(p, name),
-    )
+    from l2lflow.execution.core import http_routes
+
+    with http_routes(p["dashboard_address"]):  # no /info pages without the dashboard
+        cluster = L2LSLURMCluster(
+            name=name,
+            security=security,
+            interface=p["interface"],
+            credential_dir=_credential_dir(p["shared_temp_directory"], name),
+            scheduler_options=scheduler_options(p),
+            **_job_kwargs(p, name),
+        )
     if adaptive and p["max_jobs"] > 0:
         adapt(cluster, p)
     return cluster
