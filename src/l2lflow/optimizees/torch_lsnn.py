@@ -12,7 +12,9 @@ shown as a spike sequence: ``n_points`` x values one after the other, each for
 ``n_steps / n_points`` time steps, population-coded over ``n_inputs`` input neurons (Gaussian
 tuning curves, Bernoulli spikes); the target of every step is the current point's y, scored on the
 second half of each point's window (the first half lets the network settle). A task has a training
-sequence and a held-out sequence of *other* x values of the same sine.
+sequence and a held-out sequence of *other* x values of the same sine. The family lives in
+:mod:`l2lflow.tasks.sine`, shared with ``nest.eprop``: ``task_family: sine`` (random frequency too)
+gives both optimizees the same tasks for the same task seed.
 
 The input must be strong enough for the network's output to depend on x rather than on time.
 Measured at the reference size (6 tasks, 8 hyperparameter sets): with 200 Hz peak input rate,
@@ -52,12 +54,12 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from l2lflow.optimizees.base import EvaluationContext, checked_params, register_optimizee
+from l2lflow.tasks.sine import draw_tasks, encode_task, family_varies_frequency, point_schedule
 
 #: hyperparameters and their defaults (ms for time constants); a missing one takes its default
 DEFAULT_PARAMS: dict[str, float] = {
@@ -78,93 +80,6 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "w_scale": {"low": 0.1, "high": 10.0, "scale": "log", "type": "float"},
     "frac_adaptive": {"low": 0.0, "high": 1.0, "scale": "linear", "type": "float"},
 }
-
-X_RANGE = 5.0
-AMPLITUDE = (0.1, 5.0)
-PHASE = (0.0, math.pi)
-FREQUENCY = (0.5, 2.0)
-
-
-@dataclass(frozen=True)
-class SineTask:
-    """One regression task: a sine and the x values of its training and held-out sequences."""
-
-    amplitude: float
-    phase: float
-    frequency: float
-    x_train: np.ndarray
-    x_test: np.ndarray
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.amplitude * np.sin(self.frequency * np.asarray(x) + self.phase)
-
-
-def _rng(entropy: int, *key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(int(entropy), spawn_key=key))
-
-
-def draw_tasks(
-    task_seed: int, n_tasks: int, *, n_points: int = 10, vary_frequency: bool = False
-) -> list[SineTask]:
-    """The tasks of a task seed: a pure function of its arguments (no evaluation seed).
-
-    Task ``t`` comes from its own stream ``(task_seed, t)``, so asking for more tasks leaves the
-    first ones unchanged.
-    """
-    tasks = []
-    for t in range(int(n_tasks)):
-        rng = _rng(task_seed, 0, t)
-        amplitude = float(rng.uniform(*AMPLITUDE))
-        phase = float(rng.uniform(*PHASE))
-        frequency = float(rng.uniform(*FREQUENCY)) if vary_frequency else 1.0
-        x = rng.uniform(-X_RANGE, X_RANGE, size=(2, int(n_points)))
-        tasks.append(SineTask(amplitude, phase, frequency, x[0], x[1]))
-    return tasks
-
-
-def point_schedule(n_steps: int, n_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which point each time step shows, and whether the step is scored (second half of its
-    point's window, after the network had time to respond to the new input)."""
-    if n_points < 1 or n_steps < 2 * n_points:
-        raise ValueError(f"n_steps ({n_steps}) must be at least 2 * n_points ({n_points})")
-    steps = np.arange(n_steps)
-    point = steps * n_points // n_steps
-    start = np.searchsorted(point, np.arange(n_points))
-    length = np.diff(np.append(start, n_steps))
-    position = steps - start[point]
-    return point, (position >= length[point] // 2)
-
-
-def encode_task(
-    task: SineTask,
-    task_seed: int,
-    index: int,
-    *,
-    n_inputs: int,
-    n_steps: int,
-    n_points: int,
-    dt: float,
-    max_rate_hz: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Input spikes ``[2, n_steps, n_inputs]`` and targets ``[2, n_steps]`` (train, held-out).
-
-    Population code: input neuron ``i`` prefers ``c_i`` (evenly spaced over the x range) with a
-    Gaussian tuning curve two spacings wide; its spikes are Bernoulli draws of ``rate * dt`` from
-    the task's own stream, so every individual sees the very same spikes.
-    """
-    point, _ = point_schedule(n_steps, n_points)
-    centres = np.linspace(-X_RANGE, X_RANGE, n_inputs)
-    width = 2.0 * (2 * X_RANGE / max(n_inputs - 1, 1))
-    rng = _rng(task_seed, 1, index)
-    spikes = np.empty((2, n_steps, n_inputs), dtype=np.float32)
-    targets = np.empty((2, n_steps), dtype=np.float32)
-    for split, xs in enumerate((task.x_train, task.x_test)):
-        x = xs[point]
-        p = max_rate_hz * dt / 1000.0 * np.exp(-0.5 * ((x[:, None] - centres) / width) ** 2)
-        spikes[split] = rng.random((n_steps, n_inputs)) < np.minimum(p, 1.0)
-        targets[split] = task(x)
-    return spikes, targets
-
 
 # ---------------------------------------------------------------------------- torch parts
 _INSTALL_HINT = (
@@ -259,6 +174,7 @@ def lsnn(
     n_tasks: int = 4,
     n_points: int = 10,
     vary_frequency: bool = False,
+    task_family: str = "maml",
     inner_optimizer: str = "adam",
     input_gain: float = 10.0,
     tau_out: float = 5.0,
@@ -276,6 +192,8 @@ def lsnn(
     Parameters (per individual): ``tau_m``, ``tau_a``, ``beta``, ``inner_lr``, ``w_scale``,
     ``frac_adaptive`` (see :data:`DEFAULT_PARAMS`). Options: network size (``n_neurons``,
     ``n_inputs``), sequence (``n_steps`` of ``dt`` ms showing ``n_points`` x values),
+    ``task_family`` (``"maml"``: f = 1 unless ``vary_frequency``; ``"sine"``: random frequency,
+    the family ``nest.eprop`` learns by default, see :mod:`l2lflow.tasks.sine`),
     ``inner_steps`` of ``inner_optimizer`` (``"adam"`` or ``"sgd"``), ``device`` (``"auto"``:
     CUDA when available), ``dtype`` (``"float32"``/``"float64"``), ``compile`` (``True`` or a
     ``torch.compile`` mode such as ``"reduce-overhead"``: fuses each time step; off by default).
@@ -294,6 +212,7 @@ def lsnn(
         raise ValueError(f"inner_optimizer must be 'adam' or 'sgd', got {inner_optimizer!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    vary_frequency = bool(vary_frequency) or family_varies_frequency(task_family)
     n_ind = len(params)
     if n_ind == 0:
         return []

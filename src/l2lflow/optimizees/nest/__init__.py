@@ -1,6 +1,6 @@
 """NEST optimizees, and the kernel helpers a user's own NEST model should use.
 
-Importing this package registers ``nest.brunel`` and ``nest.reservoir`` but does *not* import
+Importing this package registers ``nest.brunel``, ``nest.reservoir`` and ``nest.eprop`` but does *not* import
 NEST itself (0.6 s, 130 MB): that happens on the first evaluation, in the worker process.
 
 A user's ``mymodule:function`` optimizee gets a clean, seeded kernel and Dask-friendly runs with::
@@ -16,7 +16,7 @@ A user's ``mymodule:function`` optimizee gets a clean, seeded kernel and Dask-fr
 See ``config/examples/user_nest_model.py``.
 """
 
-from l2lflow.optimizees.nest import brunel, reservoir
+from l2lflow.optimizees.nest import brunel, eprop, reservoir
 from l2lflow.optimizees.nest.kernel import (
     capture_nest_messages,
     chunk_plan,
@@ -32,6 +32,7 @@ __all__ = [
     "brunel",
     "capture_nest_messages",
     "chunk_plan",
+    "eprop",
     "get_nest",
     "nest_available",
     "nest_seed",
