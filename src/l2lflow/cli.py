@@ -222,7 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="figures of a run (fitness, parameters, tasks, runtime) as PNG")
     p.add_argument("results", type=Path, help="results folder (results/<name>) or its store")
     p.add_argument("--out", type=Path, help="output folder (default: RESULTS/figures)")
-    p.add_argument("--figures", help="comma-separated subset of: fitness,parameters,tasks,runtime")
+    p.add_argument(
+        "--figures",
+        help="comma-separated subset of: fitness,parameters,tasks,runtime,learning_curves",
+    )
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("export", help="the evaluations as one table (CSV or Parquet)")

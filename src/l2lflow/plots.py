@@ -12,6 +12,9 @@
 * ``tasks.png``: per-task scores (generation × task, mean over the successful individuals) of
   learning-to-learn optimizees, for every variable on a ``task`` dimension; only if there is one.
 * ``runtime.png``: how long evaluations took: a histogram and the spread per generation.
+* ``learning_curves.png``: the inner loop's loss per iteration (``learning_curve`` on
+  ``(generation, individual, task, iteration)``, e.g. ``nest.eprop``) of the best individuals of
+  the last generation against generation 0's; only if the store has one.
 
 Large populations are drawn subsampled (at most ``MAX_POINTS`` scattered points per generation
 and panel); the summary lines always use every evaluation.
@@ -26,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-FIGURES = ("fitness", "parameters", "tasks", "runtime")
+FIGURES = ("fitness", "parameters", "tasks", "runtime", "learning_curves")
 MAX_POINTS = 300
 DPI = 110
 
@@ -382,12 +385,55 @@ def plot_runtime(results: Any, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+# ---------------------------------------------------------------------------- learning curves
+def plot_learning_curves(results: Any, path: str | Path, top_k: int = 3) -> Path | None:
+    """The inner loop's loss per iteration, mean over tasks, of the ``top_k`` best individuals of
+    generation 0 and of the last generation: did the outer loop make learning *faster*, not
+    only better at the end? Left raw, right relative to the first iteration (the tasks differ
+    between generations, so raw losses of two generations differ in scale too). None (and
+    nothing written) when the store has no ``learning_curve``."""
+    ds = _dataset(results)
+    if "learning_curve" not in ds.data_vars:
+        return None
+    acc = ds.l2l
+    fitness, ok = acc._ok()
+    curves = np.asarray(
+        ds["learning_curve"].transpose("generation", "individual", "task", "iteration").values,
+        dtype=np.float64,
+    )[: ok.shape[0]].mean(axis=2)
+    done = [g for g in range(ok.shape[0]) if ok[g].any()]
+    if not done:
+        return None
+    fig = _figure(10.0, 3.6)
+    axes = fig.subplots(1, 2)
+    iteration = np.arange(1, curves.shape[2] + 1)
+    gens = np.asarray(ds["generation"].values)
+    shown = [(done[0], "0.55", "--")] + ([(done[-1], "C0", "-")] if done[-1] != done[0] else [])
+    for g, colour, style in shown:
+        key = np.where(ok[g], acc._key(fitness[g]), np.inf)
+        best = np.argsort(key, kind="stable")[: min(top_k, int(ok[g].sum()))]
+        for rank, i in enumerate(best):
+            label = f"generation {gens[g]}: best {len(best)}" if rank == 0 else None
+            first = curves[g, i, 0] if curves[g, i, 0] != 0 else np.nan
+            for ax, values in ((axes[0], curves[g, i]), (axes[1], curves[g, i] / first)):
+                ax.plot(iteration, values, color=colour, ls=style, lw=1.4 - 0.3 * rank, label=label)
+    axes[0].set_ylabel("training loss (mean over tasks)", fontsize=8)
+    axes[1].set_ylabel("loss / loss at iteration 1", fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("inner-loop iteration", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    fig.suptitle(_title(ds, "inner-loop learning curves"), fontsize=10)
+    return _save(fig, path)
+
+
 # ---------------------------------------------------------------------------- all of them
 _PLOTTERS = {
     "fitness": plot_fitness,
     "parameters": plot_parameters,
     "tasks": plot_tasks,
     "runtime": plot_runtime,
+    "learning_curves": plot_learning_curves,
 }
 
 
@@ -396,7 +442,8 @@ def write_figures(
 ) -> dict[str, Path]:
     """Write the figures (``names``, default all of :data:`FIGURES`) as ``<out_dir>/<name>.png``.
 
-    Returns name -> path of the figures written (``tasks`` only where the store has tasks).
+    Returns name -> path of the figures written (``tasks`` only where the store has tasks,
+    ``learning_curves`` only where it has learning curves).
     """
     names = list(FIGURES if names is None else names)
     unknown = [n for n in names if n not in _PLOTTERS]
