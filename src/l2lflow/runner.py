@@ -6,7 +6,21 @@ over a pipe and waits with a timeout, so it can kill a hung evaluation, notice a
 and record either as a failed evaluation with its reason, while the worker itself stays alive
 and keeps heartbeating. The sandbox lives as long as its worker (NEST is imported once per
 worker, not once per evaluation), is restarted after a crash or timeout, and dies with its
-worker (``PR_SET_PDEATHSIG``), so it can never be orphaned.
+worker, so it can never be orphaned.
+
+Nothing an optimizee starts outlives its sandbox either (a ``subprocess``, a forked grandchild,
+a ``setsid`` daemon):
+
+- each sandbox is a session and process group of its own, killed as a group;
+- it is a child subreaper (``PR_SET_CHILD_SUBREAPER``): orphaned descendants are reparented to
+  it, not to init, so they stay in its process tree;
+- its parent-death signal (``PR_SET_PDEATHSIG``, SIGKILL) fires when the *thread* that started
+  it ends, not the process: sandboxes are therefore started from one spawner thread that lives
+  as long as the worker (a Dask executor thread may end long before its worker);
+- a tiny *guard* process beside it (a child in a session of its own) waits for the sandbox to
+  die, however it dies (timeout, crash, worker killed), then kills the sandbox's process group
+  and every process that carries the sandbox's token (``L2LFLOW_SANDBOX`` in its environment,
+  inherited by all descendants, also by ``setsid`` ones that left the group).
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import io
 import logging
 import math
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -23,8 +38,9 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -277,29 +293,96 @@ def run_batch(spec: EvaluationSpec, items: list[Mapping[str, Any]]) -> list[dict
 
 
 # ---------------------------------------------------------------------------- the sandbox
-def _set_parent_death_signal() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no orphans, even mid-C-call)."""
+#: environment variable that marks a sandbox and all its descendants (value: the sandbox's token)
+SANDBOX_TOKEN_VAR = "L2LFLOW_SANDBOX"
+_PARENT_VAR = "L2LFLOW_SANDBOX_PARENT"
+
+#: the guard of one sandbox (stdlib only, run with ``python -I -S``): argv = sandbox pid, token
+_GUARD = r"""
+import ctypes, os, signal, sys, time
+sandbox, token = int(sys.argv[1]), sys.argv[2].encode()
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP, signal.SIGINT})
+ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: tell me when the sandbox dies
+while os.getppid() == sandbox:
+    signal.sigtimedwait({signal.SIGTERM, signal.SIGHUP, signal.SIGINT}, 1.0)
+needle = b"L2LFLOW_SANDBOX=" + token
+for _ in range(20):  # until a scan finds nobody (a process may fork while we kill)
+    try:
+        os.killpg(sandbox, signal.SIGKILL)
+        found = True
+    except OSError:
+        found = False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    os.kill(int(entry), signal.SIGKILL)
+                    found = True
+        except OSError:
+            pass
+    if not found:
+        break
+    time.sleep(0.05)
+"""
+
+
+def _prctl(option: int, value: int) -> bool:
+    """``prctl(option, value)`` on Linux; False where it is not available."""
     if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):
+        return False
+    try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value) == 0
+    except Exception:  # noqa: BLE001 - no libc prctl: the guard still sweeps
+        return False
+
+
+def _become_sandbox() -> bool:
+    """Tie this process to its worker and start its guard; False if the worker is gone already."""
+    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the worker (no orphans mid-C-call)
+    if str(os.getppid()) != os.environ.get(_PARENT_VAR, str(os.getppid())):
+        return False  # the worker died before the line above
+    _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphaned descendants stay in this process's tree
+    token = os.environ.get(SANDBOX_TOKEN_VAR)
+    if token:
+        env = {k: v for k, v in os.environ.items() if k != SANDBOX_TOKEN_VAR}
+        subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _GUARD, str(os.getpid()), token],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            close_fds=True,
+            start_new_session=True,  # a kill of the sandbox's group must not take it along
+        )
+    return True
+
+
+def _reap_adopted() -> None:
+    """Collect exited orphans this subreaper adopted (between evaluations: no zombies pile up)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _sandbox_main() -> None:
     """Entry point of the sandbox process: evaluate what arrives on stdin, answer on stdout."""
-    _set_parent_death_signal()
+    if not _become_sandbox():
+        return
     fd_in, fd_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # an optimizee's prints go to the worker's log, not into the protocol
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
     receive, send = Connection(fd_in, writable=False), Connection(fd_out, readable=False)
-    if os.getppid() == 1:
-        return
     while True:
+        _reap_adopted()
         try:
             spec, items = receive.recv()
         except (EOFError, OSError):
@@ -312,18 +395,66 @@ def _sandbox_main() -> None:
                 send.send(run_one(spec, item))
 
 
+class _Spawner:
+    """One thread that starts every sandbox of this process and lives as long as the process.
+
+    Why: Linux sends the parent-death signal when the *thread* that forked the child ends, and
+    a sandbox started from a Dask executor thread would be killed when that thread ends, while
+    its worker lives on (or, with another death signal, outlive the worker).
+    """
+
+    def __init__(self) -> None:
+        self.requests: queue.Queue = queue.Queue()
+        self.pid = os.getpid()
+        threading.Thread(target=self._loop, name="l2lflow-sandbox-spawner", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            make, answer = self.requests.get()
+            try:
+                answer.put((True, make()))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                answer.put((False, exc))
+
+    def run(self, make: Callable[[], Any]) -> Any:
+        answer: queue.Queue = queue.Queue(maxsize=1)
+        self.requests.put((make, answer))
+        ok, value = answer.get()
+        if not ok:
+            raise value
+        return value
+
+
+_SPAWNER: _Spawner | None = None
+_SPAWNER_LOCK = threading.Lock()
+
+
+def _spawner() -> _Spawner:
+    global _SPAWNER
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None or _SPAWNER.pid != os.getpid():  # not inherited across a fork
+            _SPAWNER = _Spawner()
+        return _SPAWNER
+
+
 class Sandbox:
     """A child process that evaluates one individual at a time (see module docstring)."""
 
     def __init__(self) -> None:
         env = dict(os.environ)
         env.setdefault("PYNEST_QUIET", "1")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from l2lflow.runner import _sandbox_main; _sandbox_main()"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            close_fds=True,
+        self.token = f"{os.getpid()}-{uuid.uuid4().hex}"
+        env[SANDBOX_TOKEN_VAR] = self.token
+        env[_PARENT_VAR] = str(os.getpid())
+        self.process: subprocess.Popen = _spawner().run(
+            lambda: subprocess.Popen(
+                [sys.executable, "-c", "from l2lflow.runner import _sandbox_main; _sandbox_main()"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                close_fds=True,
+                start_new_session=True,  # its own process group, killed as one
+            )
         )
         assert self.process.stdin is not None and self.process.stdout is not None
         self._send = Connection(os.dup(self.process.stdin.fileno()), readable=False)
@@ -377,6 +508,9 @@ class Sandbox:
         )
 
     def kill(self) -> None:
+        """Kill the sandbox with its process group (its guard then kills the rest)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
         self.process.wait()
