@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -180,3 +181,100 @@ def test_nothing_an_optimizee_starts_survives_the_run(tmp_path: Path, user_path:
         assert not left, f"{len(left)} processes outlived the run: {sorted(left)}"
     finally:
         kill_all(pid_dir)
+
+
+# ---------------------------------------------------------------------------- the engine of a dead run
+def _start_run(tmp_path: Path, cfg: Path, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            snakemake_cmd(tmp_path, cfg),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, TAG_VAR: str(tmp_path)},
+            start_new_session=True,
+        )
+
+
+def _kill_after(proc: subprocess.Popen, sentinel: Path, log: Path) -> None:
+    """SIGKILL Snakemake and its jobs the moment ``sentinel`` appears: between two steps."""
+    while not sentinel.exists():
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_the_engine_of_a_run_killed_between_steps_goes_within_seconds(tmp_path: Path) -> None:
+    """Snakemake killed between steps (not during `evaluate`, where the engine notices its
+    client go): a new run may claim the results at once, and the engine notices that its run's
+    process died and stops within seconds, not after its idle timeout (here 10 minutes)."""
+    cfg = write_config(
+        tmp_path, name="dead", generations=4, execution={"workers": 1, "idle_timeout_s": 600}
+    )
+    results = tmp_path / "results" / "dead"
+    log = tmp_path / "snakemake.log"
+    proc = _start_run(tmp_path, cfg, log)
+    _kill_after(proc, results / "steps" / "000000.aggregated", log)
+    engine = int((results / ".l2lflow.lock").read_text().split()[0])
+    # at once, a new run announces itself as the rerun's onstart does (a short-lived process
+    # standing in for its Snakemake): not refused as "in use" by the dead run's engine
+    claim = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'L2LFLOW_RUN_PID=$$ exec "$0" -m l2lflow step claim --results "$1"',
+            sys.executable,
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "L2LFLOW_RUN_ID": "the-rerun", TAG_VAR: str(tmp_path)},
+    )
+    assert claim.returncode == 0, claim.stderr
+    start = time.monotonic()
+    while alive_pid(engine) and time.monotonic() - start < GONE_WITHIN_S:
+        time.sleep(0.1)
+    took = time.monotonic() - start
+    print(f"\nengine of a run killed between steps gone after {took:.1f} s (idle timeout 600 s)")
+    assert not alive_pid(engine), f"the engine outlived its killed run by {took:.0f} s"
+    from l2lflow.client import engine_pid
+
+    assert engine_pid(results) is None
+
+
+@pytest.mark.slow
+def test_a_rerun_right_after_a_kill_between_steps_works(tmp_path: Path) -> None:
+    """Killed between steps, rerun at once: not refused as "in use" by the dying engine.
+    (``--unlock`` only clears Snakemake's own lock, which its SIGKILL leaves; l2lflow needs no
+    flag.)"""
+    cfg = write_config(
+        tmp_path, name="rerun", generations=3, execution={"workers": 1, "idle_timeout_s": 600}
+    )
+    results = tmp_path / "results" / "rerun"
+    log = tmp_path / "snakemake.log"
+    proc = _start_run(tmp_path, cfg, log)
+    _kill_after(proc, results / "steps" / "000001.aggregated", log)
+    _unlock(tmp_path, cfg)
+    rerun = subprocess.run(
+        snakemake_cmd(tmp_path, cfg),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, TAG_VAR: str(tmp_path)},
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert (results / "steps" / "000002.aggregated").exists()
+
+
+def alive_pid(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def _unlock(tmp_path: Path, cfg: Path) -> None:
+    subprocess.run(snakemake_cmd(tmp_path, cfg, "--unlock"), capture_output=True, check=True)
