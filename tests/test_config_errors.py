@@ -433,6 +433,24 @@ CASES: list[Case] = [
     T("file-not-utf8", "{file}", "UTF-8", b"name: \xff\xfe\x00bad\n"),
     T("top-level-null-key", "null", ("must be a string",), base_text() + "? null\n: 1\nfoo: 2\n"),
     T("top-level-int-key", "1", ("must be a string", "quote"), base_text() + "1: one\n"),
+    # --- YAML aliases: an alias bomb ("billion laughs") hung > 240 s; a recursive alias
+    T(
+        "yaml-alias-bomb",
+        "z",
+        ("expands to 111,111 values", "at most 100,000", "alias"),
+        base_text()
+        + "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n"
+            for p, n in zip("abcd", "bcdz", strict=True)
+        ),
+    ),
+    T(
+        "yaml-recursive-alias",
+        "optimizee.options.again",
+        ("contains itself", "recursive YAML alias"),
+        base_text(optimizee="optimizee: &o {name: sphere, options: {again: *o}}"),
+    ),
 ]
 
 
@@ -654,3 +672,34 @@ def test_error_names_first_of_several_problems(tmp_path: Path, capsys) -> None:
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"{PREFIX}generations: ")
+
+
+# ---------------------------------------------------------------- the same refusals under Snakemake
+def test_config_files_as_snakemake_takes_them(tmp_path: Path) -> None:
+    from l2lflow.workflow import config_files
+
+    a, b, c = (tmp_path / f"{n}.yaml" for n in "abc")
+    for f in (a, b, c):
+        f.write_text("name: x\n")
+    argv = ["snakemake", "--configfile", str(a), str(b), "--cores", "1", f"--configfiles={c}"]
+    assert config_files(argv) == [a, b, c]
+    # relative to where Snakemake started, also with --directory
+    moved = ["snakemake", "--directory", "/", "--configfile", "a.yaml", "gone.yaml"]
+    assert config_files(moved, {"PWD": str(tmp_path)}) == [tmp_path / "a.yaml"]
+
+
+def test_snakemake_refuses_a_duplicate_key_as_validate_does(tmp_path: Path) -> None:
+    """Snakemake's loader keeps the last of two equal keys: the run used to go ahead."""
+    path = tmp_path / "dup.yaml"
+    path.write_text(base_text() + "seed: 2\n" + f"results: {tmp_path / 'results'}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+        + ["--directory", str(tmp_path), "--configfile", str(path), "-n"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr  # Snakemake prints its errors on stdout
+    assert f"l2lflow: {path}: seed: duplicate key (lines 2 and 9)" in output, output
+    assert not (tmp_path / "results").exists()

@@ -80,8 +80,18 @@ def _dotted(path: list[Any]) -> str:
     return ".".join(_key_text(p) for p in path)
 
 
-def _check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.Node, path: list[Any]) -> None:
-    """Refuse a key that appears twice in one mapping, naming its full key path and lines."""
+def _check_duplicate_keys(
+    loader: yaml.SafeLoader, node: yaml.Node, path: list[Any], visited: set[int] | None = None
+) -> None:
+    """Refuse a key that appears twice in one mapping, naming its full key path and lines.
+
+    A node that YAML aliases (``*name``) is checked once: following every alias would take
+    exponential time on an alias bomb and never end on a recursive alias.
+    """
+    visited = set() if visited is None else visited
+    if id(node) in visited:
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
@@ -100,10 +110,52 @@ def _check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.Node, path: list[A
                         "each key may appear once in a mapping"
                     )
                 seen[key] = line
-            _check_duplicate_keys(loader, value_node, [*path, key])
+            _check_duplicate_keys(loader, value_node, [*path, key], visited)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _check_duplicate_keys(loader, item, [*path, index])
+            _check_duplicate_keys(loader, item, [*path, index], visited)
+
+
+#: the most values (scalars, lists, mappings, counted as if every YAML alias were written out) a
+#: config may hold: real configs hold hundreds; an alias bomb ("billion laughs") holds 10^9
+MAX_CONFIG_VALUES = 100_000
+
+
+def _check_size(raw: dict[str, Any]) -> None:
+    """Refuse an alias bomb or a recursive alias before anything walks the config.
+
+    Sizes are counted once per distinct object (an alias is the same object), so this takes time
+    in the size of the file, not of its expansion.
+    """
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(value: Any, path: list[Any]) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        key = id(value)
+        if key in sizes:
+            return sizes[key]
+        if key in busy:
+            raise ConfigError(
+                f"{_dotted(path)}: contains itself (a recursive YAML alias); "
+                "write the value out instead"
+            )
+        busy.add(key)
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        sizes[key] = 1 + sum(size(item, [*path, k]) for k, item in items)
+        busy.discard(key)
+        return sizes[key]
+
+    total = 0
+    for key, value in raw.items():
+        n = size(value, [key])
+        total += n
+        if n > MAX_CONFIG_VALUES or total > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{_key_text(key)}: expands to {n:,} values through YAML aliases (*name); "
+                f"a config may hold at most {MAX_CONFIG_VALUES:,} (an alias bomb?)"
+            )
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:
@@ -343,6 +395,7 @@ def validate_config(raw: dict[str, Any], *, check_code: bool = True) -> dict[str
         raise ConfigError(
             f"(top level): the config must be a mapping of keys, got {_type_name(raw)}"
         )
+    _check_size(raw)
     _check_keys(raw, [])
     validator = _validator_class()(schema())
     errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.absolute_path), str(e.path)))

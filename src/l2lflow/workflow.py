@@ -35,10 +35,7 @@ def profile_dirs(argv: Sequence[str], env: dict[str, str] | None = None) -> list
         if env.get("SNAKEMAKE_PROFILE"):
             names.insert(0, (env["SNAKEMAKE_PROFILE"], True))
     config_home = Path(env.get("XDG_CONFIG_HOME", Path.home() / ".config"))
-    moved = any(a in ("--directory", "-d") or a.startswith("--directory=") for a in args)
-    # without --directory the current folder is where Snakemake started ($PWD may be stale
-    # when a program, not a shell, started it)
-    started_in = [Path(env["PWD"])] if moved and env.get("PWD") else []
+    started_in = _started_in(args, env)
     found = []
     for name, required in names:
         if name.lower() == "none":  # --workflow-profile none
@@ -58,6 +55,50 @@ def profile_dirs(argv: Sequence[str], env: dict[str, str] | None = None) -> list
                 f"{', '.join(str(c.parent) for c in candidates)}); give its absolute path"
             )
     return found
+
+
+def _started_in(args: list[str], env: dict[str, str]) -> list[Path]:
+    """The folder Snakemake started in, where it differs from the current one (``--directory``).
+
+    Without ``--directory`` the current folder is where Snakemake started (``$PWD`` may be stale
+    when a program, not a shell, started it).
+    """
+    moved = any(a in ("--directory", "-d") or a.startswith("--directory=") for a in args)
+    return [Path(env["PWD"])] if moved and env.get("PWD") else []
+
+
+def config_files(argv: Sequence[str], env: dict[str, str] | None = None) -> list[Path]:
+    """The files of ``--configfile``/``--configfiles`` (one flag may take several), found as
+    Snakemake finds them; a file that is not found is left out (Snakemake has said so)."""
+    env = dict(os.environ if env is None else env)
+    args = list(argv)
+    names: list[str] = []
+    for k, arg in enumerate(args):
+        if arg in ("--configfile", "--configfiles"):
+            for value in args[k + 1 :]:
+                if value.startswith("-"):
+                    break
+                names.append(value)
+        elif arg.startswith(("--configfile=", "--configfiles=")):
+            names.append(arg.split("=", 1)[1])
+    found = []
+    for name in names:
+        candidates = [*(base / name for base in _started_in(args, env)), Path(name)]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is not None:
+            found.append(hit)
+    return found
+
+
+def check_config_files(argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    """Read every ``--configfile`` as ``l2lflow validate`` does, before trusting Snakemake's copy.
+
+    Snakemake's own loader keeps the last of two equal keys and expands YAML aliases without a
+    limit; :func:`l2lflow.config.load_yaml` refuses both, naming the file, key and lines, so a
+    run under Snakemake refuses exactly what ``l2lflow validate FILE`` refuses.
+    """
+    for path in config_files(argv, env):
+        load_yaml(path)
 
 
 def site_execution(argv: Sequence[str], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -81,6 +122,7 @@ def experiment_config(
     experiment's, so that ``snakemake --profile juwels --configfile mine.yaml`` submits to
     JUWELS even though ``--configfile`` replaced the profile's own ``configfile`` entry.
     """
+    check_config_files(argv)
     raw = dict(config)
     if "name" not in raw:
         raw = merge(load_yaml(default_config), raw)
