@@ -433,6 +433,20 @@ CASES: list[Case] = [
     T("file-not-utf8", "{file}", "UTF-8", b"name: \xff\xfe\x00bad\n"),
     T("top-level-null-key", "null", ("must be a string",), base_text() + "? null\n: 1\nfoo: 2\n"),
     T("top-level-int-key", "1", ("must be a string", "quote"), base_text() + "1: one\n"),
+    # --- sizes this machine cannot hold (10**9 used to be killed for memory after minutes)
+    C(
+        "population-beyond-memory",
+        "population_size",
+        ("1,000,000,000 individuals", "memory", "estimate", "1.2 kB per individual", "available"),
+        population_size=10**9,
+    ),
+    C(
+        "store-beyond-disk",
+        "generations",
+        ("100,000 generations × 1,000,000 individuals", "results store", "free in"),
+        population_size=10**6,
+        generations=10**5,
+    ),
     # --- YAML aliases: an alias bomb ("billion laughs") hung > 240 s; a recursive alias
     T(
         "yaml-alias-bomb",
@@ -703,3 +717,17 @@ def test_snakemake_refuses_a_duplicate_key_as_validate_does(tmp_path: Path) -> N
     output = proc.stdout + proc.stderr  # Snakemake prints its errors on stdout
     assert f"l2lflow: {path}: seed: duplicate key (lines 2 and 9)" in output, output
     assert not (tmp_path / "results").exists()
+
+
+def test_capacity_limits_and_a_resume_counts_only_what_is_missing(tmp_path: Path) -> None:
+    from l2lflow.config import ConfigError, check_capacity, validate_config
+
+    config = validate_config({**changed({"population_size": 1000}), "results": str(tmp_path)})
+    # 1000 × (1024 + 128) bytes of engine memory; 2 × 1000 × (48 + 8) bytes of store
+    check_capacity(config, available_memory=1_152_000, free_disk=112_000)
+    with pytest.raises(ConfigError, match=r"^population_size: .* more than the 1.2 MB available"):
+        check_capacity(config, available_memory=1_151_999, free_disk=10**9)
+    with pytest.raises(ConfigError, match=r"^generations: .* more than the 112.0 kB free in"):
+        check_capacity(config, available_memory=10**9, free_disk=111_999)
+    (tmp_path / "half").write_bytes(bytes(56_000))  # a generation already stored
+    check_capacity(config, available_memory=10**9, free_disk=56_000)

@@ -14,10 +14,11 @@ from pathlib import Path
 def _cmd_validate(args: argparse.Namespace) -> int:
     """Check a config as a run would: the file, and an existing store it would resume (the same
     check the run makes, so that ``validate`` never says "valid" for a config the run refuses)."""
-    from l2lflow.config import load_config
+    from l2lflow.config import check_resources, load_config
     from l2lflow.store import check_compatible, read_store_attrs
 
     config = load_config(args.config)
+    check_resources(config)
     check_compatible(config["results"], config)
     resumes = read_store_attrs(config["results"]) is not None
     print(
@@ -32,7 +33,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     """Run an experiment in this process (no Snakemake): handy for notebooks and benchmarks."""
     from l2lflow.client import StoreLock
-    from l2lflow.config import load_config, merge, validate_config
+    from l2lflow.config import check_resources, load_config, merge, validate_config
     from l2lflow.experiment import Experiment
 
     config = load_config(args.config)
@@ -45,6 +46,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["results"] = args.results
     if overrides:
         config = validate_config(merge(config, overrides))
+    check_resources(config)
     lock = StoreLock(config["results"])
     lock.acquire()
     try:

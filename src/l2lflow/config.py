@@ -423,6 +423,146 @@ def _check_dashboard(value: Any) -> None:
         raise ConfigError(f"execution.dashboard: {exc}") from None
 
 
+#: what the engine holds per individual of a generation, in bytes, plus per parameter value:
+#: measured peaks of ``sample`` (CMA-ES, 400,000 × 10 parameters: 1.1 kB per individual; random
+#: search, 400,000 × 2: 0.1 kB) with room for ``evaluate``'s queue, status and runtimes
+ENGINE_BYTES_PER_INDIVIDUAL = 1024
+ENGINE_BYTES_PER_VALUE = 128
+#: what the store takes per evaluation (fitness, status, seed, runtime, attempts, finished_at and
+#: short texts) and per parameter value, uncompressed; measured stores are smaller (400,000 × 10
+#: random parameters: 83 bytes per evaluation)
+STORE_BYTES_PER_INDIVIDUAL = 48
+STORE_BYTES_PER_VALUE = 8
+#: files a generation adds per variable (a chunk each) take at least a disk block
+STORE_BYTES_PER_FILE = 4096
+STORE_FIXED_VARIABLES = 12
+
+
+def _size_text(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _available_memory() -> int | None:
+    """Memory this machine can still give a process (``MemAvailable``), or None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _existing_folder(path: Path) -> Path:
+    """``path`` or its nearest existing ancestor (where a new results folder would be made)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_results_folder(results: str | Path) -> None:
+    """Refuse a results path that is a file, or a folder this user cannot write (read-only disk,
+    no permission), in one line that names the path and what to do; nothing is written."""
+    import os
+
+    path = Path(results)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"results: {path} is a file, not a folder; move the file away or set 'results' "
+            "to another path"
+        )
+    folder = _existing_folder(path)
+    if not folder.is_dir():
+        raise ConfigError(
+            f"results: {folder} is a file, so {path} cannot be made; set 'results' to another path"
+        )
+    # where the run writes: the results folder (and below) if it exists, else its nearest parent
+    for target in (folder, *(p for p in (path / "results.zarr",) if p.is_dir())):
+        if not os.access(target, os.W_OK | os.X_OK):
+            why = "is on a read-only file system" if _read_only(target) else "is not writable"
+            why += "" if _read_only(target) else " for this user"
+            raise ConfigError(
+                f"results: {target} {why}; set 'results' to a folder you can write, "
+                "or make it writable"
+            )
+
+
+def _read_only(path: Path) -> bool:
+    import os
+
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def check_resources(config: dict[str, Any]) -> None:
+    """What this machine must give a run before it starts: a results folder it can write, and
+    memory and disk for the population (:func:`check_capacity`)."""
+    check_results_folder(config["results"])
+    check_capacity(config)
+
+
+def check_capacity(
+    config: dict[str, Any],
+    *,
+    available_memory: int | None = None,
+    free_disk: int | None = None,
+) -> None:
+    """Refuse a population whose engine memory or store cannot fit on this machine.
+
+    A population of 10^9 used to pass validation; the engine was then killed for memory minutes
+    later with a gigabyte of half-written store left behind. The estimates are linear in the
+    population and the number of parameters (see the constants above); the limits are this
+    machine's available memory and the free space where the results go. Arguments override the
+    measured limits (tests). Called where a run starts (the Snakefile, ``l2lflow run``) and by
+    ``l2lflow validate``, not by every step: a running engine's own memory and store would count
+    against it.
+    """
+    population = int(config["population_size"])
+    values = population * len(config["space"])
+    memory = population * ENGINE_BYTES_PER_INDIVIDUAL + values * ENGINE_BYTES_PER_VALUE
+    limit = _available_memory() if available_memory is None else available_memory
+    if limit is not None and memory > limit:
+        raise ConfigError(
+            f"population_size: {population:,} individuals need about {_size_text(memory)} of "
+            f"memory in the engine (estimate: {_size_text(memory / population)} per individual "
+            f"with {len(config['space'])} parameter(s)), more than the {_size_text(limit)} "
+            "available on this machine; use a smaller population"
+        )
+    generations = int(config["generations"])
+    per_generation = (
+        population * STORE_BYTES_PER_INDIVIDUAL
+        + values * STORE_BYTES_PER_VALUE
+        + (len(config["space"]) + STORE_FIXED_VARIABLES) * STORE_BYTES_PER_FILE
+    )
+    results = Path(config.get("results") or ".")
+    stored = (
+        sum(f.stat().st_size for f in results.rglob("*") if f.is_file()) if results.is_dir() else 0
+    )
+    store = generations * per_generation - stored  # a resume needs only what is not yet there
+    folder = _existing_folder(results)
+    if free_disk is None:
+        import shutil
+
+        try:
+            free_disk = shutil.disk_usage(folder).free
+        except OSError:
+            return
+    if store > free_disk:
+        raise ConfigError(
+            f"generations: {generations:,} generations × {population:,} individuals need about "
+            f"{_size_text(store)} in the results store (estimate: {_size_text(per_generation)} "
+            f"per generation), more than the {_size_text(free_disk)} free in {folder}; use "
+            "fewer generations or individuals, or set 'results' to a larger disk"
+        )
+
+
 def _check_space(space: dict[str, Any]) -> None:
     """What the schema cannot say about the parameters (``space`` as given, defaults unfilled)."""
     for name, spec in space.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from l2lflow.config import ConfigError, validate_config
+from l2lflow.config import ConfigError, check_resources, validate_config
 from l2lflow.store import StoreError, check_compatible
 
 from l2lflow.workflow import experiment_config
@@ -21,6 +21,7 @@ try:
     # ... then Snakemake's own validator on the same schema
     validate(dict(_raw), workflow.source_path("../schemas/config.schema.yaml"))
     check_compatible(CONFIG["results"], CONFIG)
+    check_resources(CONFIG)
 except (ConfigError, StoreError) as exc:
     raise WorkflowError(f"l2lflow: {exc}") from None
 
