@@ -723,11 +723,12 @@ def test_capacity_limits_and_a_resume_counts_only_what_is_missing(tmp_path: Path
     from l2lflow.config import ConfigError, check_capacity, validate_config
 
     config = validate_config({**changed({"population_size": 1000}), "results": str(tmp_path)})
-    # 1000 × (1024 + 128) bytes of engine memory; 2 × 1000 × (48 + 8) bytes of store
-    check_capacity(config, available_memory=1_152_000, free_disk=112_000)
+    # 1000 × (1024 + 128) bytes of engine memory; per generation 1000 × (48 + 8) bytes of store
+    # and a 4096-byte block for each of the 1 + 12 variables' chunk files: 109,248 bytes
+    check_capacity(config, available_memory=1_152_000, free_disk=2 * 109_248)
     with pytest.raises(ConfigError, match=r"^population_size: .* more than the 1.2 MB available"):
         check_capacity(config, available_memory=1_151_999, free_disk=10**9)
-    with pytest.raises(ConfigError, match=r"^generations: .* more than the 112.0 kB free in"):
-        check_capacity(config, available_memory=10**9, free_disk=111_999)
-    (tmp_path / "half").write_bytes(bytes(56_000))  # a generation already stored
-    check_capacity(config, available_memory=10**9, free_disk=56_000)
+    with pytest.raises(ConfigError, match=r"^generations: .* more than the 218.5 kB free in"):
+        check_capacity(config, available_memory=10**9, free_disk=2 * 109_248 - 1)
+    (tmp_path / "half").write_bytes(bytes(109_248))  # a generation already stored
+    check_capacity(config, available_memory=10**9, free_disk=109_248)
