@@ -16,12 +16,14 @@ executable to prove that nothing differs there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import write_config
+from helpers import run_snakemake, write_config
 
 from l2lflow.cli import main
 
@@ -638,3 +640,129 @@ def test_no_code_loads_objects_from_files() -> None:
         if banned.search(line) and not line.lstrip().startswith("#")
     ]
     assert hits == [], "\n".join(hits)
+
+
+# ---------------------------------------------------------------------------- where results go
+def _mount_tmpfs(path: Path, options: str) -> None:
+    """A small tmpfs at ``path`` (root only), or skip saying why."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs (a full or read-only disk)")
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], text=True, capture_output=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+
+
+@pytest.fixture
+def mounts():
+    mounted: list[Path] = []
+    yield mounted
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _results_case(kind: str, tmp_path: Path, mounts: list[Path]) -> tuple[Path, str]:
+    """(results path, the words its refusal must contain) for one kind of bad results path."""
+    if kind == "results-is-a-file":
+        (tmp_path / "res").write_text("my notes\n")
+        return tmp_path / "res", "is a file, not a folder"
+    if kind == "parent-is-a-file":
+        (tmp_path / "res").write_text("my notes\n")
+        return tmp_path / "res" / "s", "is a file, so"
+    if kind == "read-only-file-system":
+        _mount_tmpfs(tmp_path / "ro", "ro,size=1m")
+        mounts.append(tmp_path / "ro")
+        return tmp_path / "ro" / "s", "read-only file system"
+    assert kind == "folder-not-writable"
+    if os.geteuid() == 0:
+        pytest.skip("root writes into any folder: the permission case needs another user")
+    (tmp_path / "locked").mkdir(mode=0o555)
+    return tmp_path / "locked" / "s", "not writable for this user"
+
+
+RESULTS_KINDS = [
+    "results-is-a-file",
+    "parent-is-a-file",
+    "read-only-file-system",
+    "folder-not-writable",
+]
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("kind", RESULTS_KINDS)
+def test_bad_results_path_one_line(kind, command, tmp_path: Path, mounts, capsys) -> None:
+    """Used to be a FileExistsError / OSError traceback from makedirs (or, for `run` on a
+    read-only disk, a traceback from the store)."""
+    results, words = _results_case(kind, tmp_path, mounts)
+    cfg = write_config(tmp_path / "cfg", name="s", results=str(results))
+    before = tree_hash(tmp_path)
+    code, out, err = run_cli([command, cfg], capsys)
+    line = assert_one_clear_line(code, err, ["results: ", words, "set 'results'"])
+    assert str(results) in line or str(results.parent) in line, line
+    assert tree_hash(tmp_path) == before, "something was written"
+
+
+def test_results_is_a_file_under_snakemake(tmp_path: Path) -> None:
+    (tmp_path / "res").write_text("my notes\n")
+    cfg = write_config(tmp_path, name="s", results=str(tmp_path / "res"))
+    proc = run_snakemake(tmp_path, cfg, "-n", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"l2lflow: results: {tmp_path / 'res'} is a file, not a folder" in output, output
+    assert "FileExistsError" not in output
+    assert (tmp_path / "res").read_text() == "my notes\n"
+
+
+def test_full_disk_mid_run_one_line_then_resume(tmp_path: Path, mounts) -> None:
+    """A disk that fills up during a run: one line that says so (it read "the results store
+    does not decode"), the store stays healthy, and after room is made the run resumes. The
+    same full disk at the start of a run is refused before anything is written."""
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "size=64m")
+    mounts.append(disk)
+    results = disk / "s"
+    cfg = write_config(
+        tmp_path,
+        name="s",
+        generations=1000,
+        population_size=50,
+        results=str(results),
+        execution={"workers": 1, "idle_timeout_s": 10},
+    )
+    cmd = [sys.executable, "-m", "l2lflow", "run", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (results / "results.zarr" / "zarr.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        time.sleep(1.0)
+        filler = disk / "filler"
+        with filler.open("wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(bytes(1 << 20))
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    line = [x for x in err.splitlines() if x.startswith(PREFIX)]
+    assert len(line) == 1 and "Traceback" not in err, err
+    assert f"{results}: no space left on the device while writing the results" in line[0]
+    # the full disk at the start of the next run: refused before a write
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 2 and "free in" in again.stderr, again.stderr
+    filler.unlink()
+    check = subprocess.run(
+        [sys.executable, "-m", "l2lflow", "check", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    resumed = subprocess.run(
+        [*cmd, "--generations", "2"], capture_output=True, text=True, timeout=240
+    )
+    assert resumed.returncode == 0, resumed.stderr

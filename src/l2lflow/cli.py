@@ -252,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _results_of(args: argparse.Namespace) -> str | Path | None:
+    """The results folder a failed command was about, for its error line (None if unknown)."""
+    where = getattr(args, "results", None)
+    if where is None and getattr(args, "config", None) is not None:
+        try:  # `run CONFIG`: the store is the config's results folder
+            from l2lflow.config import load_config
+
+            where = load_config(args.config)["results"]
+        except Exception:  # noqa: BLE001 - the message works without it
+            pass
+    return where
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -260,18 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         print("l2lflow: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
-        from l2lflow.errors import is_store_damage, is_user_error
+        from l2lflow.errors import disk_problem, is_store_damage, is_user_error
 
+        disk = disk_problem(exc, _results_of(args))
+        if disk is not None:
+            print(f"l2lflow: error: {disk}", file=sys.stderr)
+            return 2
         if is_store_damage(exc):
-            where = getattr(args, "results", None)
-            if where is None and getattr(args, "config", None) is not None:
-                try:  # `run CONFIG`: the store is the config's results folder
-                    from l2lflow.config import load_config
-
-                    where = load_config(args.config)["results"]
-                except Exception:  # noqa: BLE001 - the message works without it
-                    pass
-            where = where or "RESULTS"
+            where = _results_of(args) or "RESULTS"
             text = (str(exc) or type(exc).__name__).strip().splitlines()[0]
             print(
                 f"l2lflow: error: {where}: the results store does not decode "

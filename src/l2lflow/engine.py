@@ -178,7 +178,10 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - reported to the client, engine lives on
                 log.error("request failed:\n%s", traceback.format_exc())
                 with contextlib.suppress(OSError):
-                    self._send(conn, {"type": "result", "ok": False, "error": _one_line(exc)})
+                    self._send(
+                        conn,
+                        {"type": "result", "ok": False, "error": _one_line(exc, self.results_dir)},
+                    )
 
     def _serve_request(self, conn: socket.socket, message: dict[str, Any]) -> None:
         op = message.get("op")
@@ -305,11 +308,14 @@ def _disconnected(conn: socket.socket) -> bool:
         return True
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, results: Path | None = None) -> str:
     """The user's errors as they are; our own bugs with their type and a pointer to the log."""
-    from l2lflow.errors import is_store_damage, is_user_error
+    from l2lflow.errors import disk_problem, is_store_damage, is_user_error
 
     text = (str(exc) or type(exc).__name__).strip()
+    disk = disk_problem(exc, results)
+    if disk is not None:
+        return disk
     if is_user_error(exc):
         return text
     if is_store_damage(exc):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import traceback
+from pathlib import Path
 
 _USER_ERRORS = {
     "ConfigError",
@@ -36,3 +38,33 @@ def is_store_damage(exc: BaseException) -> bool:
     frames = traceback.extract_tb(exc.__traceback__)
     # raised inside the codecs/decoders (our bugs raise in our frames, or in zarr's API calls)
     return bool(frames) and any(m in frames[-1].filename for m in _STORE_READERS)
+
+
+#: what a refused write means, by errno, in the user's words
+_DISK_REFUSALS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+}
+
+
+def disk_problem(exc: BaseException, results: str | Path | None = None) -> str | None:
+    """One line for a write the disk refused (full, over quota, read-only, no permission), with
+    the path and what to do; None for any other error.
+
+    Without this a full disk mid-run read "the results store does not decode" (zarr raised it
+    while writing a chunk), which sends the user to look for damage instead of space.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_REFUSALS:
+            where = exc.filename or results or "the results folder"
+            return (
+                f"{where}: {_DISK_REFUSALS[exc.errno]} while writing the results; make room "
+                "(or fix the permissions) there, or set 'results' to another disk, then rerun "
+                "the same command to resume"
+            )
+        exc = exc.__cause__ or exc.__context__
+    return None
