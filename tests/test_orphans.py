@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TAG_VAR, snakemake_cmd, write_config
+from helpers import TAG_VAR, run_snakemake, snakemake_cmd, write_config
 
 from l2lflow import runner
 from l2lflow.runner import EvaluationSpec, Sandbox, evaluate_chunk
@@ -167,13 +167,7 @@ def test_nothing_an_optimizee_starts_survives_the_run(tmp_path: Path, user_path:
         optimizee={"name": "spawner:spawn", "options": {"pid_dir": str(pid_dir)}},
         execution={"workers": 2, "idle_timeout_s": 20},
     )
-    proc = subprocess.run(
-        snakemake_cmd(tmp_path, cfg),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, TAG_VAR: str(tmp_path)},
-    )
+    proc = run_snakemake(tmp_path, cfg, check=False)
     try:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert len(probes(pid_dir)) == 2 * 4 * 3
@@ -257,13 +251,7 @@ def test_a_rerun_right_after_a_kill_between_steps_works(tmp_path: Path) -> None:
     proc = _start_run(tmp_path, cfg, log)
     _kill_after(proc, results / "steps" / "000001.aggregated", log)
     _unlock(tmp_path, cfg)
-    rerun = subprocess.run(
-        snakemake_cmd(tmp_path, cfg),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, TAG_VAR: str(tmp_path)},
-    )
+    rerun = run_snakemake(tmp_path, cfg, check=False)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert (results / "steps" / "000002.aggregated").exists()
 

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import TAG_VAR, snakemake_cmd, write_config
+from helpers import run_snakemake, write_config
 
 from l2lflow import client
 from l2lflow.client import ClientError, socket_path
@@ -110,13 +110,7 @@ def test_a_squatted_socket_folder_is_refused_by_the_run(tmp_path: Path, shared_t
         os.rmdir(os.path.dirname(path))
     fake = start_fake_engine(user, path)
     try:
-        proc = subprocess.run(
-            snakemake_cmd(tmp_path, cfg),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, TAG_VAR: str(tmp_path)},
-        )
+        proc = run_snakemake(tmp_path, cfg, check=False)
     finally:
         fake.kill()
         fake.wait()
