@@ -635,7 +635,8 @@ def _optimizer_message(exc: Exception) -> str:
 
 
 def _check_code(config: dict[str, Any]) -> None:
-    from l2lflow.optimizees.base import OptimizeeError, check_signature, resolve_optimizee
+    from l2lflow.optimizees.base import OptimizeeError
+    from l2lflow.optimizees.describe import describe_optimizee
     from l2lflow.optimizers.base import OptimizerError, get_optimizer_class
     from l2lflow.space import ParameterSpace
 
@@ -676,8 +677,10 @@ def _check_code(config: dict[str, Any]) -> None:
             f"{where}: optimizer {name!r} cannot be set up with this config ({what})"
         ) from None
     try:
-        optimizee = resolve_optimizee(config["optimizee"]["name"])
-        check_signature(optimizee, config["optimizee"].get("options", {}))
+        # a user's module is imported in a subprocess: it may break this process (see describe)
+        optimizee = describe_optimizee(
+            config["optimizee"]["name"], config["optimizee"].get("options", {})
+        )
     except OptimizeeError as exc:
         msg = str(exc)
         raise ConfigError(

@@ -46,9 +46,10 @@ class Experiment:
         self._pools = pools
         self._owns_pools = False
         self._optimizer: Optimizer | None = None
-        from l2lflow.optimizees.base import resolve_optimizee
+        from l2lflow.optimizees.describe import describe_optimizee
 
-        self.optimizee = resolve_optimizee(config["optimizee"]["name"])
+        # never the user's module itself in this process (it runs the TLS cluster; see describe)
+        self.optimizee = describe_optimizee(config["optimizee"]["name"])
         if self.optimizee.array_dims:
             self.store.set_array_dims(self.optimizee.array_dims)
 

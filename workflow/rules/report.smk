@@ -6,13 +6,15 @@
 # Not part of the default target `all`: drawing costs a few seconds (matplotlib) after every
 # run, also of a tiny one, and most runs are looked at with `l2lflow status`/`l2lflow plot`.
 # The figures are `l2lflow plot` (src/l2lflow/plots.py); the captions are in workflow/report/.
-from l2lflow.optimizees.base import resolve_optimizee as _resolve_optimizee
+from l2lflow.optimizees.describe import describe_optimizee as _describe_optimizee
 
 
 def _optimizee_has_tasks():
     """Whether the optimizee returns per-task arrays (a `task` dimension): the tasks heatmap."""
-    try:  # already resolved (and thereby imported) by the config validation in common.smk
-        dims = _resolve_optimizee(CONFIG["optimizee"]["name"]).array_dims
+    try:  # already described (and cached) by the config validation in common.smk
+        dims = _describe_optimizee(
+            CONFIG["optimizee"]["name"], CONFIG["optimizee"].get("options", {})
+        ).array_dims
     except Exception:
         return False
     return any("task" in d for d in dims.values())
