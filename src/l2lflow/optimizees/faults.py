@@ -51,7 +51,7 @@ def faulty(
     raise ValueError(f"unknown fault {kind!r} (known: {', '.join(FAULT_KINDS)})")
 
 
-@register_optimizee("test.counting")
+@register_optimizee("test.counting", meta_test=True)
 def counting(
     params: dict[str, Any],
     seed: int,
@@ -60,8 +60,10 @@ def counting(
     counter_dir: str,
     sleep_s: float = 0.0,
 ) -> dict[str, float]:
-    """Sphere, after leaving a file ``g<gen>_i<ind>_<uuid>`` in ``counter_dir`` and sleeping."""
-    name = f"g{context.generation}_i{context.individual}_{uuid.uuid4().hex}"
+    """Sphere, after leaving a file ``g<gen>_i<ind>_<uuid>`` in ``counter_dir`` and sleeping
+    (``meta_g<gen>_i<ind>_<uuid>`` in the meta-test, which re-evaluates the best individuals)."""
+    phase = "meta_" if context.phase == "meta_test" else ""
+    name = f"{phase}g{context.generation}_i{context.individual}_{uuid.uuid4().hex}"
     fd = os.open(os.path.join(counter_dir, name), os.O_CREAT | os.O_WRONLY, 0o644)
     os.close(fd)
     if sleep_s:
