@@ -232,6 +232,7 @@ def _meta_test(store: ResultStore) -> list[dict[str, Any]]:
             "status": int(cols["status"][k]),
         }
         for k in range(len(cols["fitness"]))
+        if int(cols["status"][k]) != PENDING  # a row the meta-test has not written (yet)
     ]
 
 

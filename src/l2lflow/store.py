@@ -12,10 +12,25 @@ Layout (root group, every array with ``dimension_names`` so xarray finds its dim
     optimizer/state (generation)                 JSON checkpoint after each generation's tell
 
 Every chunk holds one generation of one variable, and only the engine writes (workers return
-results to it), so no two writers ever share a chunk (zarr 3 has no locks; see FACTS.md) and a
-generation costs one file per variable. Zarr's local store writes each chunk atomically (temp
-file + rename), so a kill never leaves a half-written chunk. ``status`` is written last: a
-``done`` status implies that the individual's other values are already on disk.
+results to it), so no two writers ever share a chunk (zarr 3 has no locks) and a generation costs
+one file per variable. Every chunk is written, even one that holds only fill values, so a chunk
+file missing inside the committed shape is damage that ``l2lflow check`` names.
+
+Crash safety (a SIGKILL may land between any two file writes):
+
+* zarr-python (>= 3.1.3) writes each file atomically (temporary file + ``os.replace``), so no
+  file is ever half-written; a change that spans several files is made safe by its order.
+* The store is created in a temporary folder beside it and renamed into place: it either does
+  not exist yet or is complete. A leftover temporary folder is ignored and removed later.
+* **The commit marker of the store's shape is the consolidated metadata in the root
+  ``zarr.json``**, written last, in one file. A new generation (or a new variable) first grows
+  and fills every array, then rewrites that snapshot. Readers (status, ``open_results``/xarray,
+  the optimizer's steps) see the shapes of the snapshot, so a half-grown generation is not there
+  for them; ``check`` notes it, and the next writer shrinks it away and samples it again.
+* Within a committed generation, ``status`` is the marker of each individual: it is written
+  after the individual's other values, so ``done`` implies they are on disk. The optimizer
+  checkpoint (``optimizer/state``, one chunk per generation) marks an aggregated generation, and
+  ``meta_test_status`` the meta-test's rows.
 
 Nothing in the store is ever unpickled or evaluated: metadata and optimizer checkpoints are JSON.
 """
@@ -23,13 +38,18 @@ Nothing in the store is ever unpickled or evaluated: metadata and optimizer chec
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
+import uuid
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from l2lflow.failpoints import reach
 
 FORMAT_VERSION = 1
 STORE_NAME = "results.zarr"
@@ -43,6 +63,13 @@ RESULT_VARIABLES = ("fitness", "status", "seed")
 PROVENANCE_VARIABLES = ("runtime", "attempts", "worker", "error", "log", "finished_at")
 
 _DIMS = ["generation", "individual"]
+#: a store being created is built in ``<results>/<CREATING_PREFIX><pid>-<random>`` and then
+#: renamed to ``results.zarr``; such a folder left by a killed creator is ignored (and removed by
+#: the next creation)
+CREATING_PREFIX = ".results.zarr.creating-"
+#: the writer's arrays put every chunk on disk, also one holding only fill values, so that a
+#: missing chunk file is always damage (zarr skips such chunks by default)
+_WRITE_EVERY_CHUNK = {"write_empty_chunks": True}
 
 
 class StoreError(RuntimeError):
@@ -60,6 +87,45 @@ def _quiet_consolidate(path: Path) -> None:
         # zarr warns that consolidated metadata is not (yet) in the v3 spec; xarray relies on it
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(path))
+
+
+def _snapshot(store: Path) -> dict[str, Any] | None:
+    """The committed shape of the store folder ``store``: node path -> metadata (JSON) from the
+    consolidated metadata of its root ``zarr.json``; None if it has none."""
+    try:
+        doc = json.loads((store / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    consolidated = doc.get("consolidated_metadata") if isinstance(doc, dict) else None
+    nodes = consolidated.get("metadata") if isinstance(consolidated, dict) else None
+    return nodes if isinstance(nodes, dict) else None
+
+
+def committed_generations(store: Path) -> int | None:
+    """Generations committed to the store folder ``store`` (its snapshot's ``generation``
+    coordinate), or None if it has no snapshot (see the module docstring)."""
+    node = (_snapshot(store) or {}).get("generation")
+    try:
+        return int(node["shape"][0])
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+
+
+def _write_root_attrs(store: Path, attrs: dict[str, Any]) -> None:
+    """Replace the root's l2lflow attributes in one write that keeps the committed snapshot
+    (a root group opened without it would drop it from ``zarr.json``)."""
+    import zarr
+
+    root = zarr.open_group(str(store), mode="r+", zarr_format=3)
+    root.attrs["l2lflow"] = attrs
+
+
+def _remove_abandoned(results_dir: Path) -> None:
+    """Remove the temporary folders of store creations whose process is gone (killed)."""
+    for folder in results_dir.glob(f"{CREATING_PREFIX}*"):
+        pid = folder.name[len(CREATING_PREFIX) :].split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def read_store_attrs(results_dir: str | Path) -> dict[str, Any] | None:
@@ -148,25 +214,38 @@ class ResultStore:
         if attrs is None:
             raise StoreError(f"{self.path}: no results store here")
         try:
-            # not the consolidated snapshot: it goes stale as soon as an array grows
-            self.root = zarr.open_group(
-                str(self.path), mode=mode, zarr_format=3, use_consolidated=False
-            )
+            # every node as it is on disk, committed or not (the writer grows these)
+            raw = zarr.open_group(str(self.path), mode=mode, zarr_format=3, use_consolidated=False)
         except Exception as exc:
             raise StoreError(f"{self.path}: cannot open the Zarr store ({exc})") from None
         try:
             # every variable's metadata must parse (the writer lists them when it grows the
             # store): refuse a store with an unreadable or foreign one now, before any work
-            list(self.root.array_keys())
+            list(raw.array_keys())
         except Exception:  # noqa: BLE001 - named below
             raise StoreError(
                 f"{self.path}: variable {_unreadable_variable(self.path)} cannot be read; "
                 f"`l2lflow check {self.results_dir}` lists the damage"
             ) from None
+        snapshot = _snapshot(self.path)
+        self.root = raw
+        if mode == "r" and snapshot is not None:
+            # a reader sees the committed shapes only: a generation a writer is growing (or
+            # was killed growing) is not there yet (see the module docstring)
+            self.root = zarr.open_group(
+                str(self.path), mode="r", zarr_format=3, use_consolidated=True
+            )
         self.attrs = attrs
         self.mode = mode
         self._arrays: dict[str, Any] = {}
         self._n_aggregated: int | None = None
+        self._generations: int | None = None
+        if mode == "r+":
+            committed = committed_generations(self.path)
+            self._generations = (
+                int(self.array("generation").shape[0]) if committed is None else committed
+            )
+            self._shrink_uncommitted()
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -181,9 +260,12 @@ class ResultStore:
         if path.exists():
             raise StoreError(f"{path}: already exists")
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(path.parent)
         space = ParameterSpace.from_config(config["space"])
         pop = int(config["population_size"])
-        root = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        # built aside and renamed into place: a kill leaves no store or a complete one
+        tmp = path.parent / f"{CREATING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
         root.attrs["l2lflow"] = {
             "format_version": FORMAT_VERSION,
             "name": config["name"],
@@ -195,13 +277,26 @@ class ResultStore:
             "direction": config["direction"],
             "versions": _versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # every chunk of the committed shape is a file: `l2lflow check` counts a missing one
+            "every_chunk_written": True,
         }
+        reach("create.folder")
         gen = root.create_array(
-            "generation", shape=(0,), chunks=(4096,), dtype="int64", dimension_names=["generation"]
+            "generation",
+            shape=(0,),
+            chunks=(4096,),
+            dtype="int64",
+            dimension_names=["generation"],
+            config=_WRITE_EVERY_CHUNK,
         )
         gen.attrs["long_name"] = "generation of the outer loop"
         ind = root.create_array(
-            "individual", shape=(pop,), chunks=(pop,), dtype="int64", dimension_names=["individual"]
+            "individual",
+            shape=(pop,),
+            chunks=(pop,),
+            dtype="int64",
+            dimension_names=["individual"],
+            config=_WRITE_EVERY_CHUNK,
         )
         ind[:] = np.arange(pop)
         ind.attrs["long_name"] = "individual within its generation"
@@ -223,6 +318,7 @@ class ResultStore:
                 dtype=dtype,
                 fill_value=fill,
                 dimension_names=_DIMS,
+                config=_WRITE_EVERY_CHUNK,
             )
             if name == "status":
                 arr.attrs.update(
@@ -231,6 +327,7 @@ class ResultStore:
             elif name in space.names:
                 p = next(p for p in space.parameters if p.name == name)
                 arr.attrs.update({"l2l_role": "parameter", "l2l_kind": p.kind})
+            reach("create.array")
         opt = root.create_group("optimizer")
         opt.create_array(
             "state",
@@ -239,8 +336,18 @@ class ResultStore:
             dtype=str,
             fill_value="",
             dimension_names=["generation"],
+            config=_WRITE_EVERY_CHUNK,
         )
-        _quiet_consolidate(path)
+        _quiet_consolidate(tmp)
+        reach("create.commit")
+        try:
+            os.rename(tmp, path)  # atomic; replaces nothing but an empty folder
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if path.exists():
+                raise StoreError(f"{path}: already exists") from None
+            raise
+        reach("create.committed")
         return cls(results_dir, mode="r+")
 
     @classmethod
@@ -260,18 +367,35 @@ class ResultStore:
         if store.attrs.get("config") != config:
             # allowed changes only (generations, execution, evaluation policy): record them
             store.attrs = {**store.attrs, "config": config}
-            store.root.attrs["l2lflow"] = store.attrs
-            _quiet_consolidate(store.path)
+            _write_root_attrs(store.path, store.attrs)
         return store
 
     # ------------------------------------------------------------------ reading
     def array(self, name: str) -> Any:
         if name not in self._arrays:
             try:
-                self._arrays[name] = self.root[name]
+                arr = self.root[name]
             except KeyError:
                 raise StoreError(f"{self.path}: variable {name!r} is missing") from None
+            self._arrays[name] = arr.with_config(_WRITE_EVERY_CHUNK) if self.mode == "r+" else arr
         return self._arrays[name]
+
+    def _generation_arrays(self) -> list[tuple[str, Any]]:
+        """(name, array) of every variable on the ``generation`` dimension, coordinate last."""
+        out = []
+        for name in [*sorted(self.root.array_keys()), "optimizer/state"]:
+            arr = self.array(name)
+            dims = arr.metadata.dimension_names
+            if dims and dims[0] == "generation":
+                out.append((name, arr))
+        return sorted(out, key=lambda item: item[0] == "generation")
+
+    def _shrink_uncommitted(self) -> None:
+        """Drop the rows that a writer killed before its commit grew beyond the committed
+        generations: the step that grew them runs again and writes them anew."""
+        for _, arr in self._generation_arrays():
+            if arr.shape[0] > self.n_generations:
+                arr.resize((self.n_generations, *arr.shape[1:]))
 
     def has(self, name: str) -> bool:
         return name in self._arrays or name in self.root.array_keys()
@@ -290,7 +414,9 @@ class ResultStore:
 
     @property
     def n_generations(self) -> int:
-        """How many generations have been sampled (rows in the store)."""
+        """How many generations have been sampled (committed rows of the store)."""
+        if self._generations is not None:
+            return self._generations
         return int(self.array("generation").shape[0])
 
     def status(self, generation: int) -> np.ndarray:
@@ -352,23 +478,29 @@ class ResultStore:
     def append_generation(
         self, generation: int, values: dict[str, np.ndarray], seeds: np.ndarray
     ) -> None:
-        """Add generation ``generation`` with its parameters and seeds; status pending."""
+        """Add generation ``generation`` with its parameters and seeds; status pending.
+
+        Every (generation, ...) array grows by a row that is written at once (parameters, seeds,
+        fill values elsewhere; the coordinate last); then the snapshot in the root ``zarr.json``
+        commits the generation (see the module docstring). Before that commit a kill leaves the
+        generation not there for readers, and the next writer shrinks it away.
+        """
         n = self.n_generations
         if generation != n:
             raise StoreError(f"cannot add generation {generation}: the store has {n} generations")
         pop = self.population_size
-        for name in self.root.array_keys():
-            arr = self.array(name)
-            if name == "individual":
-                continue
-            if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == "generation":
+        rows: dict[str, Any] = {name: np.asarray(col).reshape(pop) for name, col in values.items()}
+        rows["seed"] = np.asarray(seeds, dtype=np.int64)
+        rows["generation"] = generation
+        for name, arr in self._generation_arrays():
+            if arr.shape[0] != n + 1:  # not already grown by this writer's failed attempt
                 arr.resize((n + 1, *arr.shape[1:]))
-        self.array("optimizer/state").resize((n + 1,))
-        for name, column in values.items():
-            self.array(name)[generation, :] = np.asarray(column).reshape(pop)
-        self.array("seed")[generation, :] = np.asarray(seeds, dtype=np.int64)
-        self.array("generation")[generation] = generation  # coordinate last: the row exists
+            arr[generation, ...] = rows.get(name, arr.fill_value)
+            reach("sample.grow", generation)
+        reach("sample.commit", generation)
         _quiet_consolidate(self.path)
+        self._generations = n + 1
+        reach("sample.committed", generation)
 
     def write_results(self, generation: int, results: Iterable[dict[str, Any]]) -> None:
         """Write finished evaluations of one generation (a batch), status last.
@@ -407,7 +539,9 @@ class ResultStore:
             _quiet_consolidate(self.path)
         for name, col in columns.items():
             self._write_cells(name, generation, idx, col)
+        reach("evaluate.columns", generation)
         self._write_cells("status", generation, idx, [r["status"] for r in results])
+        reach("evaluate.committed", generation)
 
     def _write_cells(self, name: str, generation: int, idx: np.ndarray, values: list[Any]) -> None:
         """Read-modify-write one generation row (one chunk) of ``name``."""
@@ -438,7 +572,8 @@ class ResultStore:
                 )
             return False
         pop = self.population_size
-        self._arrays[name] = self.root.create_array(
+        self._arrays[name] = _create_filled(
+            self.root,
             name,
             shape=(self.n_generations, pop, *extra_shape),
             chunks=(1, pop, *extra_shape),
@@ -452,7 +587,9 @@ class ResultStore:
         """Store the optimizer state after ``generation``'s tell; this finishes the generation."""
         payload = {"optimizer": state, "summary": summary}
         text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        reach("aggregate.commit", generation)
         self.array("optimizer/state")[generation] = text
+        reach("aggregate.committed", generation)
         if self._n_aggregated is not None and generation >= self._n_aggregated:
             self._n_aggregated = generation + 1
 
@@ -468,20 +605,22 @@ class ResultStore:
                 dtype=str,
                 fill_value="",
                 dimension_names=["objective"],
+                config=_WRITE_EVERY_CHUNK,
             )
             coord[:] = np.asarray(names, dtype=object)
             created = True
         created |= self._ensure_array(
             "objectives", (len(names),), "float64", np.nan, ("objective",)
         )
-        created |= self._ensure_array("pareto_rank", (), "int64", -1)
+        if self._ensure_array("pareto_rank", (), "int64", -1):
+            self.array("pareto_rank").attrs["long_name"] = (
+                "Pareto front of the generation (0 = front, -1 = failed)"
+            )
+            created = True
         if created:
             _quiet_consolidate(self.path)
         self.array("objectives")[generation, ...] = objectives["values"]
         self.array("pareto_rank")[generation, :] = objectives["pareto_rank"]
-        self.array("pareto_rank").attrs["long_name"] = (
-            "Pareto front of the generation (0 = front, -1 = failed)"
-        )
 
     def ranked_individuals(self, direction: str) -> list[tuple[int, int]]:
         """(generation, individual) of every successful evaluation, best first (ties: earliest)."""
@@ -497,64 +636,85 @@ class ResultStore:
         return [(int(g), int(i)) for g, i in flat]
 
     def write_meta_test(self, results: list[dict[str, Any]]) -> None:
-        """Store meta-test results on the ``meta_test`` dimension (replacing earlier ones)."""
+        """Store meta-test results on the ``meta_test`` dimension (replacing earlier ones).
+
+        ``meta_test_status`` marks the rows as written, as ``status`` does for evaluations: it
+        is reset to pending before anything else changes and written last. Variables whose
+        shape changes are replaced, and the snapshot committed, before any value is written.
+        """
         k = len(results)
-        for name in [n for n in self.root.array_keys() if n.startswith("meta_test")]:
-            del self.root[name]
-            self._arrays.pop(name, None)
-        columns: dict[str, tuple[Any, Any, list[Any]]] = {
-            "meta_test_generation": ("int64", -1, [r["generation"] for r in results]),
-            "meta_test_individual": ("int64", -1, [r["individual"] for r in results]),
+        columns: dict[str, tuple[Any, Any, Any, list[str]]] = {
+            "meta_test_generation": ("int64", -1, [r["generation"] for r in results], []),
+            "meta_test_individual": ("int64", -1, [r["individual"] for r in results], []),
             "meta_test_fitness": (
                 "float64",
                 np.nan,
                 [r["fitness"] if r["ok"] else np.nan for r in results],
+                [],
             ),
-            "meta_test_status": ("int8", PENDING, [DONE if r["ok"] else FAILED for r in results]),
-            "meta_test_error": (str, "", [r.get("error", "") for r in results]),
+            "meta_test_error": (str, "", [r.get("error", "") for r in results], []),
         }
         for m in sorted({m for r in results for m in r.get("metrics", {})}):
             columns[f"meta_test_metric_{m}"] = (
                 "float64",
                 np.nan,
                 [r.get("metrics", {}).get(m, np.nan) for r in results],
+                [],
             )
-        for name, (dtype, fill, values) in columns.items():
-            arr = self.root.create_array(
-                name,
-                shape=(k,),
-                chunks=(max(k, 1),),
-                dtype=dtype,
-                fill_value=fill,
-                dimension_names=["meta_test"],
-            )
-            arr[:] = np.asarray(values, dtype=object if dtype is str else dtype)
         dims_by_name = self.attrs.get("array_dims", {})
         for a in sorted({a for r in results for a in r.get("arrays", {})}):
             sample = next(np.asarray(r["arrays"][a]) for r in results if a in r.get("arrays", {}))
-            dims = dims_by_name.get(a, [f"{a}_dim_{j}" for j in range(sample.ndim)])
-            arr = self.root.create_array(
-                f"meta_test_{a}",
-                shape=(k, *sample.shape),
-                chunks=(max(k, 1), *sample.shape),
-                dtype="float64",
-                fill_value=np.nan,
-                dimension_names=["meta_test", *dims],
-            )
             block = np.full((k, *sample.shape), np.nan)
             for j, r in enumerate(results):
                 if a in r.get("arrays", {}):
                     block[j] = r["arrays"][a]
-            arr[...] = block
-        _quiet_consolidate(self.path)
+            dims = dims_by_name.get(a, [f"{a}_dim_{j}" for j in range(sample.ndim)])
+            columns[f"meta_test_{a}"] = ("float64", np.nan, block, list(dims))
+        # the marker last (dict order)
+        columns["meta_test_status"] = (
+            "int8",
+            PENDING,
+            [DONE if r["ok"] else FAILED for r in results],
+            [],
+        )
+        if self.has("meta_test_status") and self.array("meta_test_status").shape == (k,):
+            self.array("meta_test_status")[...] = PENDING  # the old rows are no longer valid
+        changed = False
+        for name in [n for n in self.root.array_keys() if n.startswith("meta_test")]:
+            if name in columns and _same_layout(self.array(name), columns[name], k):
+                continue
+            del self.root[name]
+            self._arrays.pop(name, None)
+            changed = True
+        for name, (dtype, fill, values, dims) in columns.items():
+            if self.has(name):
+                continue
+            shape = (k, *np.shape(values)[1:])
+            self._arrays[name] = _create_filled(
+                self.root,
+                name,
+                shape=shape,
+                chunks=(max(k, 1), *shape[1:]),
+                dtype=dtype,
+                fill_value=fill,
+                dimension_names=["meta_test", *dims],
+            )
+            changed = True
+        if changed:
+            _quiet_consolidate(self.path)
+        for name, (dtype, _, values, _) in columns.items():
+            if name == "meta_test_status":
+                reach("meta_test.commit")
+            self.array(name)[...] = np.asarray(values, dtype=object if dtype is str else dtype)
+            reach("meta_test.array")
+        reach("meta_test.committed")
 
     def set_array_dims(self, array_dims: dict[str, tuple[str, ...]]) -> None:
         """Record the dimension names of an optimizee's array results (before they are written)."""
         dims = {k: list(v) for k, v in array_dims.items()}
         if self.attrs.get("array_dims") != dims:
             self.attrs = {**self.attrs, "array_dims": dims}
-            self.root.attrs["l2lflow"] = self.attrs
-            _quiet_consolidate(self.path)
+            _write_root_attrs(self.path, self.attrs)
 
 
 def _unreadable_variable(path: Path) -> str:
@@ -570,6 +730,27 @@ def _unreadable_variable(path: Path) -> str:
             text = (str(exc) or type(exc).__name__).splitlines()[0]
             return f"{meta.parent.relative_to(path).as_posix()!r} ({type(exc).__name__}: {text})"
     return "metadata"
+
+
+def _create_filled(root: Any, name: str, **spec: Any) -> Any:
+    """A new array of ``root`` with every chunk of its shape written (fill values) before it is
+    committed, so that a missing chunk file of a committed variable is always damage."""
+    arr = root.create_array(name, config=_WRITE_EVERY_CHUNK, **spec)
+    if arr.size:
+        arr[...] = arr.fill_value
+    return arr
+
+
+def _same_layout(arr: Any, column: tuple[Any, Any, Any, list[str]], k: int) -> bool:
+    """Whether the existing array ``arr`` can take ``column`` (dtype, fill, values, dims)."""
+    dtype, _, values, dims = column
+    if tuple(arr.shape) != (k, *np.shape(values)[1:]):
+        return False
+    if list(arr.metadata.dimension_names or []) != ["meta_test", *dims]:
+        return False
+    if dtype is str:
+        return np.dtype(arr.dtype).kind in "OTU"
+    return np.dtype(arr.dtype) == np.dtype(dtype)
 
 
 def _fill(dtype: Any) -> Any:
@@ -610,4 +791,7 @@ def open_results(results: str | Path, **kwargs: Any):
     if not (path / "zarr.json").exists():
         raise StoreError(f"{path}: no l2lflow results store here")
     _read_attrs(path)  # metadata readable, an l2lflow store, a known format version
+    if _snapshot(path) is not None:
+        # the committed shapes: a generation being added is not there yet (module docstring)
+        kwargs.setdefault("consolidated", True)
     return xr.open_zarr(str(path), **kwargs)
