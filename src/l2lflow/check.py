@@ -4,19 +4,21 @@ What is checked (each problem is reported with the variable, the generation and 
 
 * metadata: the root ``zarr.json`` is JSON with l2lflow attributes of a known format version;
   every variable's ``zarr.json`` is JSON; the variables of the layout exist.
-* shapes: every ``(generation, ...)`` variable has at least as many rows as the ``generation``
-  coordinate (the commit marker of a sampled generation: it grows last). A row beyond it is a
-  generation whose sampling was interrupted; resuming redoes it (a note, not damage).
-* chunks: every chunk file present decodes. Zarr does not write a chunk whose values all equal
-  the fill value (``write_empty_chunks`` is off), so a missing chunk file is damage only where
-  the values cannot all be the fill value: ``seed`` and float parameters (fill NaN; a sampled
-  value never is) for every sampled generation, ``status``, ``fitness`` and ``attempts`` for
-  every aggregated generation (no individual is pending there, so status is not all 0; attempts
-  are >= 1; fitness is never NaN). Integer, boolean and choice parameters can legitimately equal
-  their fill value in every individual, so their missing chunks are not counted.
+* shapes: the committed generations are those of the snapshot (the consolidated metadata in
+  the root ``zarr.json``, the commit marker a writer writes last); every ``(generation, ...)``
+  variable has at least that many rows. A row beyond them is a generation whose sampling was
+  interrupted, a variable not in the snapshot one whose creation was: resuming redoes both (a
+  note, not damage), and every reader ignores them meanwhile.
+* chunks: every chunk file present decodes. The writer puts every chunk of the committed shape
+  on disk (fill-only ones too; ``every_chunk_written`` in the store's attributes), so any
+  missing chunk file of a committed variable is damage. (Stores written before that: a missing
+  chunk is damage only where the values cannot all be the fill value: ``seed`` and float
+  parameters for every sampled generation, ``status``, ``fitness`` and ``attempts`` for every
+  aggregated one.)
 * consistency: status values are 0/1/2; done => finite fitness; failed => the failure fitness;
   pending only in the last sampled generation, never in an aggregated one; every generation but
-  the last is aggregated; seeds are those the config's seed gives; parameters lie in their space.
+  the last is aggregated; seeds are those the config's seed gives; parameters lie in their space;
+  a done meta-test has a finite fitness.
 * optimizer checkpoints: present and JSON (with ``optimizer`` and ``summary``) for every
   aggregated generation, none after a missing one.
 
@@ -34,7 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from l2lflow.store import DONE, FAILED, FORMAT_VERSION, PENDING, StoreError, store_path
+from l2lflow.store import (
+    CREATING_PREFIX,
+    DONE,
+    FAILED,
+    FORMAT_VERSION,
+    PENDING,
+    StoreError,
+    _snapshot,
+    store_path,
+)
 
 #: the variables every store has (besides one per parameter)
 CORE = ("generation", "individual", "fitness", "status", "seed", "optimizer/state")
@@ -111,12 +122,20 @@ def check_store(results: str | Path) -> Report:
     except (KeyError, TypeError, ValueError) as exc:
         report.damage.append(f"zarr.json: l2lflow attributes incomplete ({exc!r} missing)")
         return report
-    _Checker(report, path, config, parameters, pop).run()
+    checker = _Checker(report, path, config, parameters, pop)
+    checker.every_chunk = bool(attrs.get("every_chunk_written"))
+    checker.run()
     leftovers = leftover_files(path)
     if leftovers:
         report.notes.append(
             f"{len(leftovers)} temporary file(s) of interrupted writes (harmless), e.g. "
             f"{leftovers[0]}"
+        )
+    abandoned = sorted(results_dir.glob(f"{CREATING_PREFIX}*"))
+    if abandoned:
+        report.notes.append(
+            f"{len(abandoned)} folder(s) of an interrupted store creation (harmless, removed "
+            f"by the next creation), e.g. {abandoned[0]}"
         )
     return report
 
@@ -131,6 +150,9 @@ class _Checker:
         self.arrays: dict[str, Any] = {}
         self.rows: dict[str, np.ndarray | None] = {}
         self.chunks_read = 0
+        self.every_chunk = False
+        #: node path -> metadata of the committed snapshot (None: the store has none)
+        self.snapshot = _snapshot(path)
 
     def damage(self, text: str) -> None:
         self.report.damage.append(text)
@@ -195,17 +217,29 @@ class _Checker:
             return None
 
     # ------------------------------------------------------------------ the checks
+    def committed_shape(self, name: str) -> tuple[int, ...] | None:
+        """The shape of ``name`` in the snapshot; None if not committed (or no snapshot)."""
+        node = (self.snapshot or {}).get(name)
+        if not isinstance(node, dict) or node.get("node_type") != "array":
+            return None
+        return tuple(int(k) for k in node.get("shape", ()))
+
     def run(self) -> None:
         self.open_arrays()
         if "generation" not in self.arrays:
             return
-        n = int(self.arrays["generation"].shape[0])
+        committed = self.committed_shape("generation")
+        if self.snapshot is None:
+            self.report.notes.append(
+                "zarr.json has no consolidated metadata (the committed snapshot); shapes are "
+                "taken from the variables themselves"
+            )
+        n = int(self.arrays["generation"].shape[0]) if committed is None else committed[0]
         gen_arrays = {
             name: arr
             for name, arr in self.arrays.items()
             if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == "generation"
         }
-        gen_arrays.pop("generation")
         torn = []
         for name, arr in sorted(gen_arrays.items()):
             rows = int(arr.shape[0])
@@ -216,9 +250,12 @@ class _Checker:
         if torn:
             self.report.notes.append(
                 f"generation {n} was being sampled when the run stopped ({len(torn)} variables "
-                "already grown); resuming the run redoes it"
+                "already grown, not committed); readers ignore it and resuming redoes it"
             )
-        coord = self.read_all("generation")
+        if self.snapshot is not None:
+            self.compare_with_snapshot()
+        gen_arrays.pop("generation")
+        coord = self.read_head("generation", n)
         if coord is not None and not np.array_equal(coord, np.arange(n)):
             self.damage(f"generation: coordinate is not 0..{n - 1}")
         if "individual" in self.arrays:
@@ -233,12 +270,49 @@ class _Checker:
             if name not in gen_arrays and name not in ("generation", "individual"):
                 self.read_all(name)  # meta_test variables and anything else
         aggregated = self.check_checkpoints(n)
-        self.check_chunk_files(gen_arrays, n, aggregated)
+        if self.every_chunk:
+            self.check_every_chunk(n)
+        else:
+            self.check_chunk_files(gen_arrays, n, aggregated)
         self.check_consistency(n, aggregated)
+        self.check_meta_test()
         self.report.summary.append(
             f"{n} generation(s) sampled, {aggregated} aggregated, population {self.pop}, "
             f"{len(self.arrays)} variables, {self.chunks_read} chunk(s) read"
         )
+
+    def compare_with_snapshot(self) -> None:
+        """Variables on disk but not committed (a note), committed but gone (damage)."""
+        assert self.snapshot is not None
+        uncommitted = sorted(name for name in self.arrays if self.committed_shape(name) is None)
+        if uncommitted:
+            self.report.notes.append(
+                f"{len(uncommitted)} variable(s) written by an interrupted step and not "
+                f"committed ({', '.join(uncommitted)}); readers ignore them and resuming "
+                "redoes the step"
+            )
+        for name in sorted(self.snapshot):
+            if self.committed_shape(name) is None or name in self.arrays:
+                continue
+            where = self.path / name / "zarr.json"
+            if where.exists():
+                continue  # reported by open_arrays (does not open)
+            if name.startswith("meta_test"):
+                self.report.notes.append(
+                    f"{name}: being replaced by an interrupted meta-test; rerunning redoes it"
+                )
+            else:
+                self.damage(f"{name}: committed variable missing (no {where})")
+
+    def read_head(self, name: str, n: int) -> np.ndarray | None:
+        """The first ``n`` values of the 1-d variable ``name`` (None if they do not decode)."""
+        try:
+            data = np.asarray(self.arrays[name][:n])
+            self.chunks_read += max(1, math.ceil(n / self.arrays[name].chunks[0]))
+            return data
+        except Exception as exc:  # noqa: BLE001
+            self.damage(f"{name}: does not decode ({type(exc).__name__}: {_short(exc)})")
+            return None
 
     def check_checkpoints(self, n: int) -> int:
         """Aggregated generations (checkpoints written); reports missing/damaged ones."""
@@ -292,6 +366,49 @@ class _Checker:
                 where = _chunk_file(self.path, name, arr, (g,) + (0,) * (arr.ndim - 1))
                 if not where.is_file():
                     self.damage(f"{name}: chunk of generation {g} missing ({where})")
+
+    def check_every_chunk(self, n: int) -> None:
+        """Every chunk of every committed variable is a file (the writer writes them all)."""
+        for name, arr in sorted(self.arrays.items()):
+            shape = self.committed_shape(name) if self.snapshot is not None else tuple(arr.shape)
+            if shape is None:
+                continue  # not committed: see compare_with_snapshot
+            dims = arr.metadata.dimension_names or ()
+            if dims and dims[0] == "generation":
+                shape = (n, *shape[1:])
+            grid = [math.ceil(s / c) for s, c in zip(shape, arr.chunks, strict=True)]
+            for index in np.ndindex(*grid):
+                where = _chunk_file(self.path, name, arr, tuple(int(k) for k in index))
+                if where.is_file():
+                    continue
+                if dims and dims[0] == "generation" and name != "generation":
+                    self.damage(f"{name}: chunk of generation {index[0]} missing ({where})")
+                else:
+                    self.damage(f"{name}: chunk {tuple(int(k) for k in index)} missing ({where})")
+
+    def check_meta_test(self) -> None:
+        """Meta-test rows: status 0/1/2 (0: being written), done => finite fitness."""
+        if "meta_test_status" not in self.arrays or "meta_test_fitness" not in self.arrays:
+            return
+        try:
+            status = np.asarray(self.arrays["meta_test_status"][...])
+            fitness = np.asarray(self.arrays["meta_test_fitness"][...], dtype=np.float64)
+        except Exception:  # noqa: BLE001 - reported by read_all
+            return
+        if status.shape != fitness.shape:
+            self.damage(f"meta_test: {status.shape[0]} statuses but {fitness.shape[0]} fitnesses")
+            return
+        for k in np.flatnonzero(~np.isin(status, (PENDING, DONE, FAILED))):
+            self.damage(f"meta_test_status: rank {k} is {status[k]} (not 0/1/2)")
+        for k in np.flatnonzero((status == DONE) & ~np.isfinite(fitness)):
+            self.damage(
+                f"meta_test_fitness: rank {k} is done but its fitness is {fitness[k]} "
+                "(expected a finite number)"
+            )
+        if np.any(status == PENDING):
+            self.report.notes.append(
+                "the meta-test was being written when the run stopped; rerunning redoes it"
+            )
 
     def check_consistency(self, n: int, aggregated: int) -> None:
         status, fitness, seed = (self.rows.get(k) for k in ("status", "fitness", "seed"))
