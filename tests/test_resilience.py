@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +94,25 @@ def engine_pid(results: Path) -> int | None:
     return pid if b"l2lflow.engine" in cmd else None
 
 
-def start_snakemake(workdir: Path, cfg: Path, tag: str, log: Path, *extra: str) -> subprocess.Popen:
-    """Snakemake in a session of its own (its process group id is its pid)."""
+def start_snakemake(
+    workdir: Path,
+    cfg: Path,
+    tag: str,
+    log: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    plain: bool = False,
+) -> subprocess.Popen:
+    """Snakemake in a session of its own (its process group id is its pid); ``plain``: the
+    user's command, without ``--rerun-incomplete``."""
+    cmd = plain_cmd(workdir, cfg, *extra) if plain else snakemake_cmd(workdir, cfg, *extra)
     with open(log, "ab") as out:
         return subprocess.Popen(
-            snakemake_cmd(workdir, cfg, *extra),
+            cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=tagged_env(tag),
+            env=tagged_env(tag, **(env or {})),
             start_new_session=True,
         )
 
@@ -115,6 +126,12 @@ def snakemake(workdir: Path, cfg: Path, tag: str, *extra: str, timeout: float = 
         env=tagged_env(tag),
         stdin=subprocess.DEVNULL,
     )
+
+
+def plain_cmd(workdir: Path, cfg: Path, *extra: str) -> list[str]:
+    """The command a user types: no ``--rerun-incomplete`` (the workflow's default profile
+    supplies it where a rerun is safe)."""
+    return [arg for arg in snakemake_cmd(workdir, cfg, *extra) if arg != "--rerun-incomplete"]
 
 
 def kill_run(proc: subprocess.Popen, results: Path) -> None:
@@ -136,24 +153,27 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 # ---------------------------------------------------------------------------- store and counters
-def evaluation_counts(counter_dir: Path) -> collections.Counter:
-    """(generation, individual) -> how often test.counting evaluated it."""
+def evaluation_counts(counter_dir: Path, *, meta_test: bool = False) -> collections.Counter:
+    """(generation, individual) -> how often test.counting evaluated it (in the meta-test, if
+    ``meta_test``: the chosen individual's generation and index)."""
     counts: collections.Counter = collections.Counter()
     for name in os.listdir(counter_dir):
-        g, i, _ = name.split("_", 2)
+        if name.startswith("meta_") != meta_test:
+            continue
+        g, i, _ = name.removeprefix("meta_").split("_", 2)
         counts[(int(g[1:]), int(i[1:]))] += 1
     return counts
 
 
 def committed(results: Path) -> set[tuple[int, int]]:
-    """(generation, individual) whose result the store holds (status done or failed)."""
-    import zarr
+    """(generation, individual) whose result the store holds (status done or failed), as its
+    readers see it: committed generations only."""
+    from l2lflow.store import ResultStore
 
     if not (results / "results.zarr" / "zarr.json").exists():
         return set()
-    root = zarr.open_group(str(results / "results.zarr"), mode="r", use_consolidated=False)
-    n = int(root["generation"].shape[0])  # committed generations only
-    status = np.asarray(root["status"][:n, :])
+    store = ResultStore(results)
+    status = np.asarray(store.array("status")[: store.n_generations, :])
     return {(int(g), int(i)) for g, i in zip(*np.nonzero(status != PENDING), strict=True)}
 
 
@@ -293,18 +313,363 @@ def report(name: str, figures: dict) -> None:
         print(f"  planned {point['phase']} g{point['generation']} -> killed during {hit}")
 
 
-def test_kill_anywhere_few_points(tmp_path: Path, reference: Path) -> None:
-    figures = run_kill_anywhere(tmp_path, reference, n_points=4, seed=2024)
-    report("kill anywhere (default)", figures)
-    assert {h[0] for h in figures["hits"]} >= set(PHASES), figures["hits"]
-
-
 @pytest.mark.slow
 def test_kill_anywhere_many_points(tmp_path: Path, reference: Path) -> None:
     figures = run_kill_anywhere(tmp_path, reference, n_points=12, seed=7)
     report("kill anywhere (slow)", figures)
     assert len(figures["hits"]) >= 10
     assert {h[0] for h in figures["hits"]} >= set(PHASES), figures["hits"]
+
+
+# ---------------------------------------------------------------------------- 1b. aimed kills
+#: the phases of a run that kills are aimed at; the store's failpoints (l2lflow.failpoints) say
+#: where exactly within a phase
+KILL_PHASES = ("store creation", "sample", "evaluate", "aggregate", "meta-test", "between steps")
+AIMED_GENERATIONS = 3
+AIMED_POPULATION = 6
+META_SENTINEL = f"meta_test.after_{AIMED_GENERATIONS - 1:06d}"
+STEP_OF_SENTINEL = {"sampled": "sample", "evaluated": "evaluate", "aggregated": "aggregate"}
+
+
+@dataclass(frozen=True)
+class Aim:
+    """Where to SIGKILL the whole run (Snakemake's process group and the engine)."""
+
+    phase: str
+    #: ``L2LFLOW_FAILPOINT``: the engine waits at this point of the store's writes for the kill
+    failpoint: str | None = None
+    #: or: kill once this many evaluations of (generation, or -1: the meta-test) have started
+    evaluations: tuple[int, int] | None = None
+    #: between steps: once the failpoint (or this step's client) is reached, Snakemake is stopped
+    #: (SIGSTOP) and the step goes on; the kill comes as soon as the step's sentinel file exists,
+    #: so Snakemake never records the step as finished (its output is "incomplete")
+    sentinel: str | None = None
+
+    def __str__(self) -> str:
+        if self.failpoint:
+            where = self.failpoint
+        elif self.evaluations:
+            g, k = self.evaluations
+            where = f"{k} evaluation(s) of {'the meta-test' if g < 0 else f'generation {g}'}"
+        else:
+            where = "client running"
+        return f"{where} -> {self.sentinel} written" if self.sentinel else where
+
+
+def between(step: str, generation: int | None = None) -> Aim:
+    """Just after ``step`` (sampled, evaluated, aggregated, meta_test) wrote its sentinel."""
+    if step == "meta_test":
+        return Aim("between steps", "meta_test.committed", sentinel=META_SENTINEL)
+    point = {"sampled": "sample", "aggregated": "aggregate"}.get(step)
+    sentinel = f"{generation:06d}.{step}"
+    return Aim("between steps", point and f"{point}.committed@{generation}", sentinel=sentinel)
+
+
+def aimed_config(tmp_path: Path, counter: Path) -> Path:
+    """3 generations × 6 individuals of test.counting, then a meta-test of the best 2."""
+    import yaml
+
+    cfg = counting_config(
+        tmp_path,
+        "aimed",
+        counter,
+        generations=AIMED_GENERATIONS,
+        population_size=AIMED_POPULATION,
+    )
+    config = yaml.safe_load(cfg.read_text())
+    config["optimizee"]["meta_test"] = {"top_k": 2}
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def aimed_reference(tmp_path_factory) -> Path:
+    """The aimed-kill experiment, uninterrupted (in one process)."""
+    from l2lflow.config import load_config
+    from l2lflow.experiment import Experiment
+
+    tmp = tmp_path_factory.mktemp("aimed-reference")
+    Experiment(load_config(aimed_config(tmp, tmp / "count"))).run()
+    return tmp / "results" / "aimed"
+
+
+def started_evaluations(counter: Path, generation: int) -> int:
+    """Evaluations test.counting started for ``generation`` (-1: in the meta-test)."""
+    prefix = "meta_" if generation < 0 else f"g{generation}_"
+    return sum(1 for n in os.listdir(counter) if n.startswith(prefix))
+
+
+def reach_aim(
+    aim: Aim, proc: subprocess.Popen, tag: str, log: Path, results: Path, counter: Path, announce
+) -> None:
+    """Wait (while the run goes on) until ``aim`` is reached; the caller kills the run then."""
+    if aim.failpoint:
+        wait_for(announce.exists, proc, log, f"failpoint {aim.failpoint}")
+    elif aim.evaluations:
+        g, k = aim.evaluations
+        start = started_evaluations(counter, g)
+        wait_for(lambda: started_evaluations(counter, g) >= start + k, proc, log, str(aim))
+    else:
+        assert aim.sentinel is not None
+        g, step = aim.sentinel.split(".")
+        client = (STEP_OF_SENTINEL[step], int(g))
+        wait_for(lambda: client in step_clients(tag), proc, log, f"the {client} step")
+    if aim.sentinel:
+        os.kill(proc.pid, signal.SIGSTOP)  # Snakemake will not see the step finish
+        if aim.failpoint:
+            Path(f"{announce}.go").touch()
+        sentinel = results / "steps" / aim.sentinel
+        deadline = time.monotonic() + 120
+        while not sentinel.exists():
+            assert time.monotonic() < deadline, f"{sentinel} never appeared:\n{tail(log)}"
+            time.sleep(0.002)
+
+
+def same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise equal (NaN included); strings by value."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.kind in "OTU":
+        return a.tolist() == b.tolist()
+    return a.tobytes() == b.tobytes()
+
+
+def assert_committed_values_equal(results: Path, reference: Path) -> int:
+    """What the store's readers see after a kill equals the uninterrupted run's: every
+    committed generation's parameters and seeds, every finished evaluation's results, every
+    checkpoint, every written meta-test row. Returns the committed generations."""
+    import l2lflow
+    from l2lflow.store import PROVENANCE_VARIABLES, ResultStore
+
+    got = l2lflow.open_results(results).load()
+    ref = l2lflow.open_results(reference).load()
+    n = got.sizes["generation"]
+    finished = got.status.values != PENDING
+    sampled = {"generation", "seed", *ResultStore(results).parameter_names}
+    meta_written = (
+        got.meta_test_status.values != PENDING if "meta_test_status" in got else np.zeros(0, bool)
+    )
+    for name, var in got.variables.items():
+        if name in PROVENANCE_VARIABLES or name == "individual":
+            continue
+        a, b = var.values, ref[name].values
+        if var.dims[:1] == ("generation",):
+            b = b[:n]
+            if name not in sampled:  # unfinished cells hold fill values until evaluated
+                a, b = a[finished], b[finished]
+        elif var.dims[:1] == ("meta_test",):
+            a, b = a[meta_written], b[meta_written]
+        assert same_values(a, b), f"{name} differs from the uninterrupted run's"
+    store, ref_store = ResultStore(results), ResultStore(reference)
+    for g in range(store.n_aggregated()):
+        assert store.checkpoint(g) == ref_store.checkpoint(g), f"checkpoint {g} differs"
+    return n
+
+
+def assert_readable_after_kill(results: Path, reference: Path) -> str:
+    """Every reader works on what the kill left (check healthy, status, xarray) and sees only
+    values equal to the uninterrupted run's; returns check's notes."""
+    from l2lflow.check import check_store
+    from l2lflow.status import run_status
+    from l2lflow.store import StoreError, read_store_attrs
+
+    try:
+        if read_store_attrs(results) is None:
+            raise StoreError("no store")
+    except StoreError:
+        # none yet: the kill came while it was being created
+        assert not (results / "results.zarr").exists(), list((results / "results.zarr").iterdir())
+        return "no store yet"
+    report = check_store(results)
+    assert report.healthy, report.render()
+    status = run_status(results)
+    n = assert_committed_values_equal(results, reference)
+    assert len(status.rows) == n
+    return "; ".join(report.notes)
+
+
+def run_aimed_kills(tmp_path: Path, reference: Path, aims: list[Aim]) -> dict[str, Any]:
+    """Kill the run at each aim in turn, each time followed by the plain command (after
+    ``--unlock``: Snakemake's own lock survives a SIGKILL); then finish it. The final store
+    equals the uninterrupted run's, and only evaluations in flight at a kill ran again."""
+    counter = tmp_path / "count"
+    cfg = aimed_config(tmp_path, counter)
+    results = tmp_path / "results" / "aimed"
+    tag = new_tag()
+    log = tmp_path / "snakemake.log"
+    announce = tmp_path / "failpoint-reached"
+    kills = []
+    for k, aim in enumerate(aims):
+        if k:
+            snakemake(tmp_path, cfg, tag, "--unlock")
+        for path in (announce, Path(f"{announce}.go")):
+            path.unlink(missing_ok=True)
+        before_committed = committed(results)
+        before_counts = evaluation_counts(counter)
+        env = {"L2LFLOW_FAILPOINT_FILE": str(announce)}
+        if aim.failpoint:
+            env["L2LFLOW_FAILPOINT"] = aim.failpoint
+        with open(log, "a") as out:
+            out.write(f"\n==== aim {k}: {aim.phase}: {aim}\n")
+        proc = start_snakemake(tmp_path, cfg, tag, log, env=env, plain=True)
+        reach_aim(aim, proc, tag, log, results, counter, announce)
+        kill_run(proc, results)
+        left, _ = wait_no_processes(tag)
+        assert not left, f"left after the kill at {aim}:\n{describe(left)}"
+        notes = assert_readable_after_kill(results, reference)
+        counts = evaluation_counts(counter)
+        for key in before_committed:
+            assert counts[key] == before_counts[key], f"{key} evaluated again after its commit"
+        started = {key for key in counts if counts[key] > before_counts[key]}
+        in_flight = len(started - committed(results))
+        kills.append({"phase": aim.phase, "aim": str(aim), "in_flight": in_flight, "notes": notes})
+    snakemake(tmp_path, cfg, tag, "--unlock")
+    final = subprocess.run(
+        plain_cmd(tmp_path, cfg),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=tagged_env(tag),
+        stdin=subprocess.DEVNULL,
+    )
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-5000:]
+    left, _ = wait_no_processes(tag)
+    assert not left, describe(left)
+    assert_same_results(results, reference)
+    from l2lflow.check import check_store
+
+    assert check_store(results).healthy
+    counts = evaluation_counts(counter)
+    everyone = {(g, i) for g in range(AIMED_GENERATIONS) for i in range(AIMED_POPULATION)}
+    assert set(counts) == everyone, "every individual ran"
+    repeated = sum(n - 1 for n in counts.values())
+    in_flight = sum(k["in_flight"] for k in kills)
+    assert repeated <= in_flight, (repeated, in_flight, kills)
+    meta = evaluation_counts(counter, meta_test=True)
+    return {
+        "kills": kills,
+        "repeated": repeated,
+        "in_flight": in_flight,
+        "meta_test_evaluations": sum(meta.values()),
+    }
+
+
+def aimed_table(title: str, outcomes: dict[str, dict[str, Any]]) -> str:
+    """The closing note's table: phase -> kills -> identical finals, repeated vs in flight."""
+    lines = [
+        title,
+        "| phase | kills | identical final stores | evaluations repeated / in flight at the kills |",
+        "|---|---|---|---|",
+    ]
+    for phase, o in outcomes.items():
+        lines.append(
+            f"| {phase} | {len(o['kills'])} | {o['identical']} of 1 | "
+            f"{o['repeated']} / {o['in_flight']} |"
+        )
+    for phase, o in outcomes.items():
+        for kill in o["kills"]:
+            lines.append(f"  {phase}: {kill['aim']}; in flight {kill['in_flight']}")
+            if kill["notes"]:
+                lines.append(f"      check: {kill['notes'][:300]}")
+    return "\n".join(lines)
+
+
+#: the default suite: one kill in each phase of one run, in run order
+FEW_AIMS = [
+    Aim("store creation", "create.array#4"),
+    Aim("sample", "sample.grow@0#6"),
+    between("aggregated", 0),
+    Aim("evaluate", "evaluate.columns@1"),
+    Aim("meta-test", "meta_test.array#3"),
+]
+
+#: the slow suite: one run per phase, killed at every point of that phase (35 in all)
+MANY_AIMS = {
+    "store creation": [
+        Aim("store creation", point)
+        for point in (
+            "create.folder",
+            "create.array#2",
+            "create.array#9",
+            "create.commit",
+            "create.committed",
+        )
+    ],
+    "sample": [
+        Aim("sample", point)
+        for point in (
+            "sample.grow@0#1",
+            "sample.grow@0#7",
+            "sample.commit@0",
+            "sample.grow@1#4",
+            "sample.grow@1#12",
+            "sample.committed@1",
+            "sample.grow@2#10",
+            "sample.commit@2",
+        )
+    ],
+    "evaluate": [
+        Aim("evaluate", evaluations=(0, 1)),
+        Aim("evaluate", "evaluate.columns@0"),
+        Aim("evaluate", evaluations=(1, 2)),
+        Aim("evaluate", "evaluate.committed@1"),
+        Aim("evaluate", evaluations=(2, 1)),
+        Aim("evaluate", "evaluate.columns@2"),
+    ],
+    "aggregate": [
+        Aim("aggregate", point)
+        for point in (
+            "aggregate.commit@0",
+            "aggregate.committed@0",
+            "aggregate.commit@1",
+            "aggregate.commit@2",
+            "aggregate.committed@2",
+        )
+    ],
+    "meta-test": [
+        Aim("meta-test", evaluations=(-1, 1)),
+        Aim("meta-test", "meta_test.array#2"),
+        Aim("meta-test", "meta_test.array#5"),
+        Aim("meta-test", "meta_test.commit"),
+        Aim("meta-test", "meta_test.committed"),
+    ],
+    "between steps": [
+        between("sampled", 0),
+        between("evaluated", 0),
+        between("aggregated", 1),
+        between("sampled", 2),
+        between("evaluated", 2),
+        between("meta_test"),
+    ],
+}
+
+
+def test_aimed_kills_one_per_phase(tmp_path: Path, aimed_reference: Path) -> None:
+    """A SIGKILL of the whole run in store creation, sample (a half-grown generation), just
+    after aggregate (its sentinel written, Snakemake never told), evaluate (results written,
+    their status not) and meta-test; after each the store is healthy and readable, and the
+    plain command resumes: the final store equals the uninterrupted run's."""
+    outcome = run_aimed_kills(tmp_path, aimed_reference, FEW_AIMS)
+    by_phase = {k["phase"] for k in outcome["kills"]}
+    assert by_phase == set(KILL_PHASES) - {"aggregate"}  # between steps: after aggregate
+    print(
+        "\n"
+        + aimed_table("aimed kills (default suite): one run", {"all": {**outcome, "identical": 1}})
+    )
+
+
+@pytest.mark.slow
+def test_aimed_kills_at_every_point_of_every_phase(tmp_path: Path, aimed_reference: Path) -> None:
+    """35 aimed kills: for each phase one run killed at every point of that phase, each kill
+    followed by the plain command; every run ends bitwise equal to the uninterrupted run."""
+    assert sum(len(aims) for aims in MANY_AIMS.values()) >= 30
+    outcomes = {}
+    for phase, aims in MANY_AIMS.items():
+        outcome = run_aimed_kills(tmp_path / phase.replace(" ", "-"), aimed_reference, aims)
+        outcomes[phase] = {**outcome, "identical": 1}
+    table = aimed_table("aimed kills (slow suite): one run per phase", outcomes)
+    print("\n" + table)
+    (tmp_path / "aimed-kills.md").write_text(table + "\n")
 
 
 # ---------------------------------------------------------------------------- helpers for a live run
