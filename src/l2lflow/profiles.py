@@ -41,10 +41,19 @@ def profiles_source() -> Path:
     return _repo_profiles() or _PACKAGE_DATA
 
 
+#: the workflow profile (``profiles/default``): Snakemake applies it to every run of the
+#: Snakefile next to it; it is no site profile and is never installed
+WORKFLOW_PROFILE = "default"
+
+
 def available_profiles(source: Path | None = None) -> list[str]:
-    """Names of the profiles in ``source`` (folders holding a ``config.yaml``)."""
+    """Names of the site profiles in ``source`` (folders holding a ``config.yaml``)."""
     src = source or profiles_source()
-    return sorted(d.name for d in src.iterdir() if (d / "config.yaml").is_file())
+    return sorted(
+        d.name
+        for d in src.iterdir()
+        if (d / "config.yaml").is_file() and d.name != WORKFLOW_PROFILE
+    )
 
 
 def snakemake_profile_dir() -> Path:
