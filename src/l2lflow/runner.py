@@ -381,6 +381,7 @@ def _sandbox_main() -> None:
     os.dup2(2, 1)  # an optimizee's prints go to the worker's log, not into the protocol
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
     receive, send = Connection(fd_in, writable=False), Connection(fd_out, readable=False)
+    send.send(_SANDBOX_READY)  # started: the evaluations' clocks start after this
     while True:
         _reap_adopted()
         try:
@@ -437,6 +438,12 @@ def _spawner() -> _Spawner:
         return _SPAWNER
 
 
+#: the sandbox's first message: it has started (interpreter up, l2lflow imported)
+_SANDBOX_READY = "l2lflow-sandbox-ready"
+#: how long a sandbox may take to start; its start-up is not counted in any evaluation's timeout
+SANDBOX_START_TIMEOUT_S = 120.0
+
+
 class Sandbox:
     """A child process that evaluates one individual at a time (see module docstring)."""
 
@@ -461,13 +468,33 @@ class Sandbox:
         self._receive = Connection(os.dup(self.process.stdout.fileno()), writable=False)
         self.process.stdin.close()
         self.process.stdout.close()
+        self._started = False
 
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def _await_start(self) -> bool:
+        """Wait (bounded) until the sandbox says it has started; False (and killed) if it did not.
+
+        A fresh sandbox starts an interpreter and imports l2lflow and numpy: on a busy machine
+        that takes seconds, and counted in the first evaluation's ``timeout_s`` it failed
+        healthy evaluations, and each failure's fresh sandbox the next one.
+        """
+        if not self._started:
+            try:
+                if self._receive.poll(SANDBOX_START_TIMEOUT_S):
+                    self._started = self._receive.recv() == _SANDBOX_READY
+            except (EOFError, OSError):
+                self._started = False
+            if not self._started:
+                self.kill()
+        return self._started
+
     def start_chunk(self, spec: EvaluationSpec, items: list[dict[str, Any]]) -> bool:
         """Send a whole chunk; the sandbox streams one result back per item, in order."""
+        if not self._await_start():
+            return False
         try:
             self._send.send((spec, items))
         except (BrokenPipeError, OSError):
@@ -477,7 +504,11 @@ class Sandbox:
     def next_result(self, spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
         """Wait for ``item``'s result, at most ``spec.timeout_s`` (None: no limit)."""
         start = time.perf_counter()
-        if not self._receive.poll(spec.timeout_s):
+        try:
+            answered = self._receive.poll(spec.timeout_s)
+        except OSError:  # closed: the sandbox never started
+            return self._crashed(item, start)
+        if not answered:
             self.kill()
             return _failure(
                 item,
