@@ -114,22 +114,27 @@ def evaluate_generation(
     def submit_more() -> None:
         nonlocal workers
         workers = max(1, _worker_count(client)) if not in_flight else workers
-        while queue and len(in_flight) < workers * CHUNKS_PER_WORKER:
+        chunks = []
+        while queue and len(in_flight) + len(chunks) < workers * CHUNKS_PER_WORKER:
             if spec.batched:
-                chunk = _next_batch(queue, batch_size, retries)
+                chunks.append(_next_batch(queue, batch_size, retries))
             else:
                 size = _chunk_size(runtimes, len(queue), workers)
-                chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
-            fut = client.submit(
+                chunks.append([queue.popleft() for _ in range(min(size, len(queue)))])
+        if chunks:
+            # one call for all new tasks: each submit (and each result) is a round trip to the
+            # client's event loop, which serialised dispatch once hundreds of slots were waiting
+            futures = client.map(
                 evaluate_chunk,
-                spec,
-                Chunk([item(i, a) for i, a in chunk]),
+                [spec] * len(chunks),
+                [Chunk([item(i, a) for i, a in chunk]) for chunk in chunks],
                 pure=False,
                 resources=resources,
                 retries=0,
             )
-            in_flight[fut] = chunk
-            fut.add_done_callback(finished.put)
+            for fut, chunk in zip(futures, chunks, strict=True):
+                in_flight[fut] = chunk
+                fut.add_done_callback(finished.put)
         progress.running = sum(len(c) for c in in_flight.values())
 
     def record(i: int, attempt: int, result: dict[str, Any]) -> None:
@@ -169,17 +174,16 @@ def evaluate_generation(
         while in_flight:
             if should_stop is not None and should_stop():
                 raise Interrupted(f"generation {generation}: interrupted")
-            for fut in _finished_some(finished, timeout=0.2):
+            done = _finished_some(finished, timeout=0.2)
+            for fut, results in zip(done, _results_of(client, done), strict=True):
                 chunk = in_flight.pop(fut)
-                try:
-                    results = fut.result()
-                except Exception as exc:  # a lost worker (KilledWorker), a cancelled task, ...
+                if isinstance(results, BaseException):  # a lost worker (KilledWorker), ...
                     results = [
                         {
                             "individual": i,
                             "ok": False,
                             "reason": "worker",
-                            "error": f"{type(exc).__name__}: {exc}",
+                            "error": f"{type(results).__name__}: {results}",
                             "runtime": math.nan,
                         }
                         for i, _ in chunk
@@ -194,8 +198,8 @@ def evaluate_generation(
             if on_progress is not None:
                 on_progress(progress)
     finally:
-        for fut in in_flight:
-            fut.cancel()
+        if in_flight:
+            client.cancel(list(in_flight))
         if buffer:
             store.write_results(generation, buffer)
             buffer.clear()
@@ -218,11 +222,34 @@ def _finished_some(finished: queue_module.Queue, timeout: float) -> list[Any]:
             return out
 
 
-def _worker_count(client: Any) -> int:
+def _results_of(client: Any, futures: list[Any]) -> list[Any]:
+    """The results of finished futures, fetched in one round trip; an exception for a failed one.
+
+    ``client.gather`` of the whole batch is the fast path; only when some future failed (a lost
+    worker, a cancelled task) is each one asked on its own, to tell which.
+    """
+    if not futures:
+        return []
     try:
-        return len(client.scheduler_info(n_workers=-1).get("workers", {}))
+        return list(client.gather(futures))
+    except Exception:  # noqa: BLE001 - sorted out one by one below
+        out: list[Any] = []
+        for fut in futures:
+            try:
+                out.append(fut.result())
+            except Exception as exc:  # noqa: BLE001 - becomes a failed attempt of its chunk
+                out.append(exc)
+        return out
+
+
+def _worker_count(client: Any) -> int:
+    """Evaluation slots: the threads of all connected workers (one per worker process here,
+    but a pool of multi-threaded workers must get as many tasks in flight as it has threads)."""
+    try:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {})
     except TypeError:  # older distributed
-        return len(client.scheduler_info().get("workers", {}))
+        workers = client.scheduler_info().get("workers", {})
+    return sum(int(w.get("nthreads", 1) or 1) for w in workers.values())
 
 
 def _previous_runtimes(store: ResultStore, generation: int) -> list[float]:

@@ -3,7 +3,8 @@
 ``faulty`` computes the sphere function, except for the individuals named in ``faults``, which
 raise, return NaN or inf, hang, abort or segfault the evaluation's process. ``counting`` leaves
 one file per evaluation in ``counter_dir`` so that tests can count how often each individual
-was evaluated (to prove that an interrupted run repeats only what was in flight).
+was evaluated (to prove that an interrupted run repeats only what was in flight). ``sleeping``
+sleeps a reproducible lognormal time, to simulate many evaluation slots on a small machine.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import time
 import uuid
 from typing import Any
+
+import numpy as np
 
 from l2lflow.optimizees.base import EvaluationContext, register_optimizee
 from l2lflow.optimizees.functions import sphere
@@ -70,3 +73,22 @@ def counting(
         time.sleep(sleep_s)
     value = sphere(params, seed)
     return {"fitness": value, "seed_mod": float(seed % 1000)}
+
+
+@register_optimizee("test.sleeping")
+def sleeping(
+    params: dict[str, Any],
+    seed: int,
+    *,
+    median_s: float = 0.2,
+    sigma: float = 0.5,
+) -> dict[str, float]:
+    """Sphere after sleeping a lognormal time drawn from the seed (scale tests of dispatch).
+
+    Sleeping holds no CPU and releases the GIL, so hundreds of evaluation slots (worker threads)
+    can be simulated on a small machine; durations are reproducible from the seed, so every
+    scheduling of the same generation does the same work.
+    """
+    duration = float(np.random.default_rng(seed).lognormal(np.log(median_s), sigma))
+    time.sleep(duration)
+    return {"fitness": sphere(params, seed), "slept_s": duration}
