@@ -433,6 +433,50 @@ CASES: list[Case] = [
     T("file-not-utf8", "{file}", "UTF-8", b"name: \xff\xfe\x00bad\n"),
     T("top-level-null-key", "null", ("must be a string",), base_text() + "? null\n: 1\nfoo: 2\n"),
     T("top-level-int-key", "1", ("must be a string", "quote"), base_text() + "1: one\n"),
+    # --- names a user mistypes: "did you mean", as for top-level keys (issue 15)
+    C(
+        "optimizer-did-you-mean",
+        "optimizer.name",
+        ("unknown optimizer", "'cmaa'", "did you mean 'cmaes'?"),
+        optimizer={"name": "cmaa"},
+    ),
+    C(
+        "optimizer-upper-case",
+        "optimizer.name",
+        ("unknown optimizer", "did you mean 'cmaes'?"),
+        optimizer={"name": "CMAES"},
+    ),
+    C(
+        "optimizer-option-did-you-mean",
+        "optimizer.options.sigam",
+        ("unknown option", "did you mean 'sigma'?"),
+        optimizer={"name": "ga", "options": {"sigam": 0.1}},
+    ),
+    C(
+        "optimizee-did-you-mean",
+        "optimizee.name",
+        ("unknown optimizee", "'rastrign'", "did you mean 'rastrigin'?"),
+        optimizee={"name": "rastrign"},
+    ),
+    C(
+        "optimizee-option-did-you-mean",
+        "optimizee.options.nosie",
+        ("no option", "did you mean 'noise'?"),
+        optimizee={"name": "sphere", "options": {"nosie": 0.1}},
+    ),
+    C(
+        "optimizee-module-not-on-pythonpath",
+        "optimizee.name",
+        ("No module named 'my_model_l2l'", "my_model_l2l(.py) on PYTHONPATH", "PYTHONPATH="),
+        optimizee={"name": "my_model_l2l:fn"},
+    ),
+    Case(
+        "user-module-dependency-missing",
+        "optimizee.name",
+        ("No module named 'nosuchdep_l2l'", "imports 'nosuchdep_l2l'", "not installed"),
+        {"optimizee": {"name": "{mod}:fn"}},
+        module="import nosuchdep_l2l\n\ndef fn(params, seed):\n    return 0.0\n",
+    ),
     # --- sizes this machine cannot hold (10**9 used to be killed for memory after minutes)
     C(
         "population-beyond-memory",

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -270,11 +271,7 @@ def _schema_error_message(error: Any) -> str:
         extra = sorted((k for k in error.instance if k not in properties), key=_key_text)
         allowed = ", ".join(properties) or "none"
         key = _dotted([*error.absolute_path, extra[0]]) if extra else where
-        hint = ""
-        if extra:
-            close = difflib.get_close_matches(_key_text(extra[0]), list(properties), n=1)
-            if close:
-                hint = f"; did you mean {close[0]!r}?"
+        hint = _did_you_mean(_key_text(extra[0]), list(properties)) if extra else ""
         return f"{key}: unknown key (allowed here: {allowed}){hint}"
     if validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
@@ -312,6 +309,46 @@ def _schema_error_message(error: Any) -> str:
             "'_', '.' and '-', starting with a letter or digit)"
         )
     return f"{where}: {error.message}"
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate (case ignored), or ``""``."""
+    by_lower = {c.lower(): c for c in candidates}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1)
+    return f"; did you mean {by_lower[close[0]]!r}?" if close else ""
+
+
+def _listed_names(message: str) -> list[str]:
+    """The names an error lists as ``(allowed: a, b)`` or ``(known: a, b; ...)``."""
+    match = re.search(r"\((?:allowed|known)(?: here)?: ([^);]*)", message)
+    return [n.strip() for n in match.group(1).split(",")] if match else []
+
+
+def _with_hint(message: str) -> str:
+    """An unknown-name error with "did you mean", and an import error with what to check.
+
+    The wrong name is the last part of the key path (``optimizer.options.sigam``) or, for a
+    ``name`` key, the quoted name the message refuses.
+    """
+    key = message.split(":", 1)[0]
+    if "unknown" in message or "has no option" in message:
+        quoted = re.search(r"unknown \w+ '([^']+)'", message)
+        wrong = quoted.group(1) if key.endswith(".name") and quoted else key.rsplit(".", 1)[-1]
+        return message + _did_you_mean(wrong, _listed_names(message))
+    missing = re.search(r"cannot import module '([^']+)'.*No module named '([^']+)'", message)
+    if missing:
+        module, absent = missing.groups()
+        if module == absent or module.startswith(absent + "."):
+            return (
+                f"{message}; is the folder that holds {absent.replace('.', '/')}(.py) on "
+                "PYTHONPATH? e.g. PYTHONPATH=/path/to/that/folder snakemake ... (the engine and "
+                "the local workers inherit it)"
+            )
+        return (
+            f"{message}; {module!r} imports {absent!r}, which is not installed for "
+            f"{sys.executable}: install it there (and where the workers run)"
+        )
+    return message
 
 
 def _known_names(section: str) -> str | None:
@@ -645,7 +682,7 @@ def _check_code(config: dict[str, Any]) -> None:
     try:
         cls = get_optimizer_class(name)
     except OptimizerError as exc:
-        raise ConfigError(_optimizer_message(exc)) from None
+        raise ConfigError(_with_hint(_optimizer_message(exc))) from None
     space = ParameterSpace.from_config(config["space"])
 
     def build(opts: dict[str, Any]) -> None:
@@ -661,7 +698,7 @@ def _check_code(config: dict[str, Any]) -> None:
     try:
         build(options)
     except OptimizerError as exc:
-        raise ConfigError(_optimizer_message(exc)) from None
+        raise ConfigError(_with_hint(_optimizer_message(exc))) from None
     except Exception as exc:  # noqa: BLE001 - e.g. float("abc") on an option: blame the option
         what = f"{type(exc).__name__}: {exc}"
         for key, value in options.items():
@@ -684,7 +721,7 @@ def _check_code(config: dict[str, Any]) -> None:
     except OptimizeeError as exc:
         msg = str(exc)
         raise ConfigError(
-            msg if msg.startswith("optimizee.") else f"optimizee.name: {msg}"
+            _with_hint(msg if msg.startswith("optimizee.") else f"optimizee.name: {msg}")
         ) from None
     if "meta_test" in config["optimizee"] and not optimizee.meta_test:
         raise ConfigError(
