@@ -83,3 +83,39 @@ def test_local_scheduler_itself_refuses_strangers(tmp_path: Path) -> None:
             assert second.submit(lambda: 6 * 7).result(timeout=30) == 42
     finally:
         pools.close()
+
+
+def test_a_worker_killed_while_the_cluster_starts_does_not_fail_the_run(tmp_path: Path) -> None:
+    """SIGKILL of the first worker process the moment it exists ("Nanny failed to start" in
+    distributed): the cluster starts anyway, with all its workers, and runs tasks."""
+    import threading
+    import time
+
+    import psutil
+
+    killed: list[int] = []
+
+    def kill_first_worker() -> None:
+        me = psutil.Process()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for child in me.children(recursive=True):
+                try:
+                    if "spawn_main" in " ".join(child.cmdline()):
+                        child.kill()
+                        killed.append(child.pid)
+                        return
+                except psutil.Error:
+                    continue
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_first_worker, daemon=True)
+    killer.start()
+    pools = start_pools({"backend": "local", "workers": 2}, local_directory=str(tmp_path))
+    try:
+        killer.join(timeout=5)
+        assert killed, "no worker process was seen to kill"
+        assert pools.worker_count("cpu") == 2
+        assert pools.client("cpu").submit(lambda: 6 * 7).result(timeout=60) == 42
+    finally:
+        pools.close()

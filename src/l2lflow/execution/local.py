@@ -14,6 +14,8 @@ import shutil
 import subprocess
 from typing import Any
 
+log = logging.getLogger("l2lflow.execution")
+
 
 def local_worker_count(execution: dict[str, Any]) -> int:
     """Configured worker count, else one per usable CPU core."""
@@ -69,7 +71,8 @@ def start_local_cluster(
         ),
         http_routes(dashboard),
     ):
-        cluster = LocalCluster(
+        cluster = _start_with_retries(
+            LocalCluster,
             n_workers=n,
             threads_per_worker=1,
             processes=True,
@@ -82,3 +85,29 @@ def start_local_cluster(
             **worker_kwargs,
         )
     return cluster
+
+
+#: a cluster start is tried this often before its error is the run's
+START_ATTEMPTS = 3
+
+
+def _start_with_retries(factory: Any, **kwargs: Any):
+    """``factory(**kwargs)``, tried again when a worker died while the cluster started.
+
+    Why: a worker process killed during the start (the OOM killer on a full login node, a user's
+    ``kill``) makes ``LocalCluster`` raise "Nanny failed to start" and closes what it had
+    started; the run should go on with fresh workers instead of failing.
+    """
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return factory(**kwargs)
+        except RuntimeError as exc:  # distributed's "Nanny failed to start" / "Cluster failed ..."
+            if attempt == START_ATTEMPTS:
+                raise
+            log.warning(
+                "the Dask cluster failed to start (%s; attempt %d of %d): starting it again",
+                exc,
+                attempt,
+                START_ATTEMPTS,
+            )
+    raise AssertionError("unreachable")
