@@ -177,7 +177,8 @@ def test_bad_evaluations_are_recorded_and_the_run_completes(tmp_path: Path) -> N
         status = ds.status.values[g]
         assert list(np.flatnonzero(status == FAILED)) == [1, 2, 3, 4, 5]
         assert (ds.fitness.values[g][[1, 2, 3, 4, 5]] == 1e6).all()
-        assert (ds.attempts.values[g][[1, 2, 3, 4, 5]] == 2).all()
+        # raise, hang and abort are retried; a NaN/inf fitness is deterministic: not retried
+        assert list(ds.attempts.values[g][[1, 2, 3, 4, 5]]) == [2, 1, 2, 2, 1]
         err = ds.error.values[g]
         assert "[exception]" in err[1] and "injected failure" in err[1]
         assert "Traceback" in err[1]

@@ -15,6 +15,7 @@ _USER_ERRORS = {
     "OptimizerError",
     "OptimizeeError",
     "PoolError",
+    "GenerationFailed",
 }
 
 

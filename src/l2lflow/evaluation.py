@@ -4,9 +4,12 @@ The client sends small *chunks* of individuals to workers; each chunk is sized f
 measured so far so that it takes about ``TARGET_CHUNK_S`` (many tiny evaluations are batched to
 amortise Dask's per-task cost; long simulations go one per task). Only a few chunks per worker
 are in flight, so an interruption repeats little work. Results are written to the store by this
-process in batches at most ``FLUSH_INTERVAL_S`` apart. Failed attempts are retried as configured,
-then recorded as failed with their reason and the failure fitness. Nothing here waits without a
-timeout, so a lost worker or a hung evaluation cannot hang the run.
+process in batches at most ``FLUSH_INTERVAL_S`` apart. Failed attempts (exceptions, crashes,
+timeouts, lost workers) are retried as configured, then recorded as failed with their reason and
+the failure fitness; a completed evaluation with a NaN/inf fitness or a result that cannot be
+stored is deterministic in its seed, so it is recorded as failed at once. A generation in which
+every individual failed stops the run (:class:`GenerationFailed`) unless configured otherwise.
+Nothing here waits without a timeout, so a lost worker or a hung evaluation cannot hang the run.
 """
 
 from __future__ import annotations
@@ -57,6 +60,60 @@ class Interrupted(RuntimeError):
     """The evaluation was stopped on request (the caller went away); finished work is stored."""
 
 
+class GenerationFailed(RuntimeError):
+    """Every individual of a generation failed every attempt: the optimizee (or the setup) is
+    broken, and going on would only feed the optimizer failure fitness. The failures stay in
+    the store; the next run evaluates the generation again."""
+
+
+#: failure reasons that a retry cannot change: the evaluation completed and returned a value
+#: that is deterministic in its seed (a NaN/inf fitness, a result that cannot be stored)
+DETERMINISTIC_FAILURES = ("nonfinite", "result")
+
+
+def stops_when_all_fail(config: dict[str, Any]) -> bool:
+    """Whether a generation whose every evaluation failed stops the run (``evaluation.
+    on_all_failed``: ``stop``, the default; ``continue`` tells the optimizer and goes on)."""
+    return config.get("evaluation", {}).get("on_all_failed", "stop") == "stop"
+
+
+def individuals_to_evaluate(
+    store: ResultStore, generation: int, config: dict[str, Any]
+) -> list[int]:
+    """The individuals of ``generation`` that an evaluate step runs: the pending ones, or all of
+    them when every one failed in an earlier run that stopped on it (the user has fixed the
+    model and runs again: the failures are replaced, not kept)."""
+    status = store.status(generation)
+    if (
+        status.size
+        and np.all(status == FAILED)
+        and stops_when_all_fail(config)
+        and store.n_aggregated() <= generation
+    ):
+        return list(range(status.size))
+    return [int(i) for i in np.flatnonzero(status == PENDING)]
+
+
+def check_result_shapes(result: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> str:
+    """Why ``result``'s metrics and arrays do not fit the shapes fixed by earlier evaluations
+    (name -> shape, () for a scalar metric), or "" when they fit. Adds its new names to
+    ``shapes``, so the first evaluation that returns a name fixes its shape."""
+    returned = {name: () for name in result.get("metrics", {})}
+    returned.update({name: tuple(np.shape(a)) for name, a in result.get("arrays", {}).items()})
+    for name, shape in returned.items():
+        expected = shapes.get(name)
+        if expected is not None and tuple(expected) != shape:
+            what = lambda s: "a scalar" if s == () else f"an array of shape {s}"  # noqa: E731
+            return (
+                f"ResultError: result {name!r} is {what(shape)}, but the first evaluation that "
+                f"returned it gave {what(tuple(expected))}: an optimizee must return each "
+                "result with a fixed shape (the same in every evaluation)"
+            )
+    for name, shape in returned.items():
+        shapes.setdefault(name, shape)
+    return ""
+
+
 def failure_fitness(config: dict[str, Any]) -> float:
     """What a failed individual's fitness is: the configured value, else the worst possible."""
     value = config.get("evaluation", {}).get("failure_fitness")
@@ -79,10 +136,10 @@ def evaluate_generation(
 ) -> Progress:
     """Evaluate every individual of ``generation`` whose status is not final yet."""
     status = store.status(generation)
-    todo = [int(i) for i in np.flatnonzero(status == PENDING)]
+    todo = individuals_to_evaluate(store, generation, config)
     progress = Progress(generation, total=len(status), started=time.time())
     progress.done = int(np.sum(status == DONE))
-    progress.failed = int(np.sum(status == FAILED))
+    progress.failed = int(np.sum(status == FAILED)) - int(np.sum(status[todo] == FAILED))
     if not todo:
         return progress
     params = store.parameters(generation)
@@ -137,7 +194,13 @@ def evaluate_generation(
                 fut.add_done_callback(finished.put)
         progress.running = sum(len(c) for c in in_flight.values())
 
+    shapes = store.result_shapes()
+
     def record(i: int, attempt: int, result: dict[str, Any]) -> None:
+        mismatch = check_result_shapes(result, shapes)
+        if mismatch:
+            result = {**result, "ok": False, "reason": "result", "error": mismatch}
+            result.update(metrics={}, arrays={})
         if result["ok"]:
             runtimes.append(float(result["runtime"]))
             buffer.append(
@@ -150,7 +213,7 @@ def evaluate_generation(
                 }
             )
             progress.done += 1
-        elif attempt < retries:
+        elif attempt < retries and result.get("reason") not in DETERMINISTIC_FAILURES:
             queue.append((i, attempt + 1))
             progress.retried += 1
         else:
@@ -160,8 +223,9 @@ def evaluate_generation(
                     "individual": i,
                     "status": FAILED,
                     "fitness": fail_value,
-                    "metrics": {},
-                    "arrays": {},
+                    # what a completed evaluation returned beside a NaN fitness is kept
+                    "metrics": result.get("metrics", {}),
+                    "arrays": result.get("arrays", {}),
                     "attempts": attempt + 1,
                     "finished_at": time.time(),
                     "error": f"[{result.get('reason', 'error')}] {result.get('error', '')}",
@@ -206,7 +270,24 @@ def evaluate_generation(
     progress.running = 0
     if on_progress is not None:
         on_progress(progress)
+    _stop_if_all_failed(store, generation, config)
     return progress
+
+
+def _stop_if_all_failed(store: ResultStore, generation: int, config: dict[str, Any]) -> None:
+    """Raise :class:`GenerationFailed` with the first failure's error when every individual of
+    ``generation`` failed and ``evaluation.on_all_failed`` is ``stop``."""
+    status = store.status(generation)
+    if not (status.size and np.all(status == FAILED) and stops_when_all_fail(config)):
+        return
+    errors = np.asarray(store.array("error")[generation, :])
+    first = str(errors[0]).strip() or "(no error recorded)"
+    raise GenerationFailed(
+        f"generation {generation}: all {status.size} evaluations failed, so the run stops "
+        f"(evaluation.on_all_failed: stop). The first failure, individual 0:\n{first}\n"
+        "The failures are in the store (`l2lflow status`, ds.l2l.failures()); fix the "
+        "optimizee and run again: the generation is evaluated again."
+    )
 
 
 def _finished_some(finished: queue_module.Queue, timeout: float) -> list[Any]:

@@ -19,11 +19,16 @@ from typing import Any
 import numpy as np
 
 from l2lflow import seeds
-from l2lflow.evaluation import Progress, evaluate_generation
+from l2lflow.evaluation import (
+    Progress,
+    evaluate_generation,
+    individuals_to_evaluate,
+    stops_when_all_fail,
+)
 from l2lflow.optimizers.base import Optimizer, get_optimizer_class
 from l2lflow.runner import EvaluationSpec
 from l2lflow.space import ParameterSpace
-from l2lflow.store import DONE, PENDING, ResultStore, StoreError
+from l2lflow.store import DONE, FAILED, PENDING, ResultStore, StoreError
 
 log = logging.getLogger("l2lflow.experiment")
 
@@ -172,8 +177,10 @@ class Experiment:
                     f"returned no array {key!r} (set optimizer.options.outputs to its name)"
                 )
             return np.full((pop, 1), np.nan)  # nothing succeeded yet: all rows failed
-        values = np.asarray(self.store.array(key)[generation], dtype=np.float64)
-        return values.reshape(pop, -1)
+        values = np.asarray(self.store.array(key)[generation], dtype=np.float64).reshape(pop, -1)
+        # a failed individual may have stored outputs (a NaN fitness beside finite outputs)
+        values[self.store.status(generation) != DONE] = np.nan
+        return values
 
     def pool_name(self) -> str:
         """Which worker pool evaluates this optimizee: ``gpu`` or ``cpu``.
@@ -212,7 +219,7 @@ class Experiment:
         """Evaluate the pending individuals of ``generation`` on the worker pool."""
         if generation >= self.store.n_generations:
             raise StepError(f"cannot evaluate generation {generation}: it is not sampled yet")
-        if not np.any(self.store.status(generation) == PENDING):
+        if not individuals_to_evaluate(self.store, generation, self.config):
             return {"generation": generation, "evaluated": 0}
         self.store.parameters(generation)  # a lost parameter chunk refuses before a cluster starts
         pool = self.pool_name()
@@ -243,6 +250,11 @@ class Experiment:
         if self.store.n_aggregated() > generation:
             if self.store.checkpoint(generation) is not None:
                 return {"generation": generation, **self.store.checkpoint(generation)["summary"]}
+        if np.all(status == FAILED) and stops_when_all_fail(self.config):
+            raise StepError(
+                f"cannot aggregate generation {generation}: every evaluation failed "
+                "(evaluation.on_all_failed: stop); evaluate it again after fixing the optimizee"
+            )
         opt = self._optimizer
         if opt is not None and opt.generation == generation and opt._pending is not None:
             x = opt._pending.copy()  # warm: the ask of this generation's sample step

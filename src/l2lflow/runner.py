@@ -41,7 +41,7 @@ import traceback
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -92,8 +92,16 @@ class _ListHandler(logging.Handler):
 
 
 def _failure(
-    item: Mapping[str, Any], reason: str, error: str, runtime: float, log: str = ""
+    item: Mapping[str, Any],
+    reason: str,
+    error: str,
+    runtime: float,
+    log: str = "",
+    metrics: dict[str, float] | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> dict:
+    """The result record of a failed evaluation; ``metrics`` and ``arrays`` are what a completed
+    evaluation returned beside a non-finite fitness (stored with it: they say what went wrong)."""
     return {
         "individual": item["individual"],
         "ok": False,
@@ -102,8 +110,8 @@ def _failure(
         "log": log,
         "runtime": runtime,
         "fitness": math.nan,
-        "metrics": {},
-        "arrays": {},
+        "metrics": dict(metrics or {}),
+        "arrays": dict(arrays or {}),
     }
 
 
@@ -128,21 +136,103 @@ def _success(
     }
 
 
+#: the store's own variables: an optimizee's array, stored under its own name, may not take one
+STORE_VARIABLES = frozenset(
+    {
+        "generation",
+        "individual",
+        "fitness",
+        "status",
+        "seed",
+        "runtime",
+        "attempts",
+        "finished_at",
+        "worker",
+        "error",
+        "log",
+        "optimizer",
+        "objective",
+        "objectives",
+        "pareto_rank",
+    }
+)
+#: prefixes of variables the store derives from results (scalar metrics, meta-test results)
+RESERVED_PREFIXES = ("metric_", "meta_test")
+
+
+class ResultError(ValueError):
+    """An optimizee's return value that cannot be stored (bad key, type or shape). It is
+    deterministic, so the evaluation fails at once instead of being retried."""
+
+
+def _check_key(key: Any, is_array: bool, parameters: frozenset[str]) -> str:
+    """``key`` if it can name a result in the store, else a :class:`ResultError` with the rule."""
+    if not isinstance(key, str) or not key.isidentifier():
+        raise ResultError(
+            f"result key {key!r}: a result key must be a Python identifier (letters, digits "
+            "and '_', not starting with a digit; no dots, path separators or spaces)"
+        )
+    if not is_array:
+        return key  # scalar metrics are stored as metric_<key>: no clash possible
+    rule = (
+        f"result {key!r} is an array, stored under its own name, which {{}}; rename it "
+        f"(scalar results are stored as metric_<key> and may use any identifier)"
+    )
+    if key in STORE_VARIABLES:
+        raise ResultError(rule.format("is a variable of the store itself"))
+    if key in parameters:
+        raise ResultError(rule.format("is a parameter of the space"))
+    if key.startswith(RESERVED_PREFIXES):
+        raise ResultError(
+            rule.format(f"starts with a reserved prefix ({', '.join(RESERVED_PREFIXES)})")
+        )
+    return key
+
+
+def _number(key: str, value: Any) -> np.ndarray:
+    """``value`` as a numeric array; bools as fitness or metric and non-numbers are refused."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise ResultError(f"result {key!r} is {type(value).__name__}, expected a number or array")
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise ResultError(f"result {key!r} has dtype {arr.dtype}, expected numbers")
+    if arr.ndim == 0 and arr.dtype.kind == "b":
+        raise ResultError(
+            f"result {key!r} is a bool ({value!r}): fitness and metrics must be numbers "
+            "(return 1.0/0.0 if that is what you mean)"
+        )
+    return arr
+
+
 def _normalise(
-    value: Any, fitness_key: str, objectives: tuple[tuple[str, float], ...] = ()
+    value: Any,
+    fitness_key: str,
+    objectives: tuple[tuple[str, float], ...] = (),
+    parameters: frozenset[str] = frozenset(),
 ) -> tuple[float, dict[str, float], dict[str, np.ndarray]]:
-    """Turn an optimizee's return value into (fitness, scalar metrics, arrays)."""
+    """Turn an optimizee's return value into (fitness, scalar metrics, arrays).
+
+    Raises :class:`ResultError` for a value that cannot be stored: a key that is not an
+    identifier (it becomes a variable name in the store), an array named like a variable of the
+    store or a parameter, a bool as fitness or metric, or anything that is not a number/array.
+    """
     if objectives:
         if not isinstance(value, Mapping):
-            raise TypeError("with optimizee.objectives the optimizee must return a dict of metrics")
+            raise ResultError(
+                "with optimizee.objectives the optimizee must return a dict of metrics"
+            )
         missing = [name for name, _ in objectives if name not in value]
         if missing:
-            raise KeyError(
+            raise ResultError(
                 f"the optimizee returned no objective {missing[0]!r} "
                 f"(returned: {', '.join(map(str, value))})"
             )
-        _, metrics, arrays = _normalise({**value, "__fitness__": 0.0}, "__fitness__")
+        _, metrics, arrays = _normalise(
+            {**value, "__fitness__": 0.0}, "__fitness__", (), parameters
+        )
         for name, _ in objectives:
+            if name not in metrics:
+                raise ResultError(f"objective {name!r} is an array, expected a scalar")
             if not math.isfinite(metrics[name]):
                 return float("nan"), metrics, arrays
         return sum(f * metrics[name] for name, f in objectives), metrics, arrays
@@ -150,17 +240,14 @@ def _normalise(
     arrays: dict[str, np.ndarray] = {}
     if isinstance(value, Mapping):
         for key, v in value.items():
-            if isinstance(v, (str, bytes)) or v is None:
-                raise TypeError(f"result {key!r} is {type(v).__name__}, expected a number or array")
-            arr = np.asarray(v)
-            if arr.dtype.kind not in "biuf":
-                raise TypeError(f"result {key!r} has dtype {arr.dtype}, expected numbers")
+            arr = _number(str(key), v)
+            name = _check_key(key, arr.ndim > 0 and key != fitness_key, parameters)
             if arr.ndim == 0:
-                metrics[str(key)] = float(arr)
+                metrics[name] = float(arr)
             else:
-                arrays[str(key)] = arr.astype(np.float64) if arr.dtype.kind != "b" else arr
+                arrays[name] = arr.astype(np.float64) if arr.dtype.kind != "b" else arr
         if fitness_key not in metrics:
-            raise KeyError(
+            raise ResultError(
                 f"the optimizee returned no scalar {fitness_key!r} "
                 f"(returned: {', '.join(map(str, value)) or 'nothing'}); "
                 "set optimizee.fitness to the metric to optimise"
@@ -168,10 +255,16 @@ def _normalise(
         fitness = metrics.pop(fitness_key)
     else:
         if isinstance(value, (str, bytes)) or value is None:
-            raise TypeError(
+            raise ResultError(
                 f"the optimizee returned {type(value).__name__}, expected a number or dict"
             )
-        fitness = float(value)
+        arr = _number("fitness", value)
+        if arr.ndim != 0:
+            raise ResultError(
+                f"the optimizee returned an array of shape {arr.shape}; a fitness is a "
+                "number (return a dict to store arrays beside it)"
+            )
+        fitness = float(arr)
     return fitness, metrics, arrays
 
 
@@ -215,13 +308,7 @@ def run_one(spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
             value = optimizee.function(dict(item["params"]), int(item["seed"]), **kwargs)
         for w in caught:
             handler.lines.append(f"WARNING {w.category.__name__}: {w.message}")
-        fitness, metrics, arrays = _normalise(value, spec.fitness_key, spec.objectives)
-        runtime = time.perf_counter() - start
-        if not math.isfinite(fitness):
-            return _failure(
-                item, "nonfinite", f"fitness is {fitness!r}", runtime, "\n".join(handler.lines)
-            )
-        return _success(item, fitness, metrics, arrays, runtime, "\n".join(handler.lines))
+        return _record(spec, item, value, time.perf_counter() - start, "\n".join(handler.lines))
     except BaseException as exc:  # noqa: BLE001 - everything becomes a failed evaluation
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -278,18 +365,28 @@ def run_batch(spec: EvaluationSpec, items: list[Mapping[str, Any]]) -> list[dict
     finally:
         log.removeHandler(handler)
     runtime = (time.perf_counter() - start) / max(1, len(items))
-    out = []
-    for item, value in zip(items, values, strict=True):
-        try:
-            fitness, metrics, arrays = _normalise(value, spec.fitness_key, spec.objectives)
-        except Exception as exc:  # noqa: BLE001 - a malformed result fails its individual
-            out.append(_failure(item, "exception", f"{type(exc).__name__}: {exc}", runtime))
-            continue
-        if not math.isfinite(fitness):
-            out.append(_failure(item, "nonfinite", f"fitness is {fitness!r}", runtime))
-            continue
-        out.append(_success(item, fitness, metrics, arrays, runtime, "\n".join(handler.lines)))
-    return out
+    log_text = "\n".join(handler.lines)
+    return [
+        _record(spec, item, value, runtime, log_text)
+        for item, value in zip(items, values, strict=True)
+    ]
+
+
+def _record(
+    spec: EvaluationSpec, item: Mapping[str, Any], value: Any, runtime: float, log: str
+) -> dict[str, Any]:
+    """The record of one completed evaluation's return value: done with a finite fitness;
+    failed as ``result`` when the value cannot be stored, as ``nonfinite`` (with the metrics
+    and arrays it returned) for a NaN/inf fitness. Both are deterministic: never retried."""
+    try:
+        fitness, metrics, arrays = _normalise(
+            value, spec.fitness_key, spec.objectives, frozenset(item["params"])
+        )
+    except ResultError as exc:
+        return _failure(item, "result", f"ResultError: {exc}", runtime, log)
+    if not math.isfinite(fitness):
+        return _failure(item, "nonfinite", f"fitness is {fitness!r}", runtime, log, metrics, arrays)
+    return _success(item, fitness, metrics, arrays, runtime, log)
 
 
 # ---------------------------------------------------------------------------- the sandbox
@@ -585,7 +682,8 @@ def evaluate_chunk(spec: EvaluationSpec, items: list[dict[str, Any]]) -> list[di
     """The Dask task: evaluate a few individuals one after the other (never raises for them).
 
     In a sandbox, the chunk is sent at once and results stream back; after a timeout or a
-    crash, the sandbox is replaced and the rest of the chunk goes to the new one.
+    crash, the sandbox is replaced and the rest of the chunk goes to the new one (for a batched
+    optimizee, whose one call evaluates the whole chunk, the rest failed with it).
     """
     if isinstance(items, Chunk):
         items = items.items
@@ -603,10 +701,20 @@ def evaluate_chunk(spec: EvaluationSpec, items: list[dict[str, Any]]) -> list[di
                     sandbox = _sandbox()
                     sandbox.start_chunk(spec, todo)
                 for k, item in enumerate(todo):
-                    result = sandbox.next_result(spec, item)
+                    if spec.batched and k == 0:
+                        result = _first_of_batch(sandbox, spec, todo)
+                    else:
+                        result = sandbox.next_result(spec, item)
                     results.append(result)
                     if not result["ok"] and result["reason"] in ("timeout", "crash"):
                         _sandbox_reset()
+                        if spec.batched:  # one call for all: every individual of it failed
+                            results.extend(
+                                {**result, "individual": other["individual"]}
+                                for other in todo[k + 1 :]
+                            )
+                            todo = []
+                            break
                         todo = todo[k + 1 :]
                         break
                 else:
@@ -614,6 +722,26 @@ def evaluate_chunk(spec: EvaluationSpec, items: list[dict[str, Any]]) -> list[di
     for result in results:
         result["worker"] = where
     return results
+
+
+def _first_of_batch(
+    sandbox: Sandbox, spec: EvaluationSpec, items: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Wait for the first result of a batched call of ``len(items)`` individuals.
+
+    ``evaluation.timeout_s`` bounds one evaluation, so a batch of n gets n × timeout_s (its
+    results arrive together, when the call returns); the rest then arrive at once.
+    """
+    n = len(items)
+    if spec.timeout_s is None or n == 1:
+        return sandbox.next_result(spec, items[0])
+    result = sandbox.next_result(replace(spec, timeout_s=spec.timeout_s * n), items[0])
+    if not result["ok"] and result["reason"] == "timeout":
+        result["error"] = (
+            f"TimeoutError: the batched call of {n} individuals ran longer than {n} × "
+            f"evaluation.timeout_s = {spec.timeout_s * n:g} s and was killed"
+        )
+    return result
 
 
 @dataclass(frozen=True)

@@ -524,10 +524,12 @@ class ResultStore:
             "log": [r.get("log", "") for r in results],
         }
         metric_names = sorted({m for r in results for m in r.get("metrics", {})})
+        shapes = self.result_shapes()
         for m in metric_names:
             name = f"metric_{m}"
             created |= self._ensure_array(name, (), "float64", np.nan)
             columns[name] = [r.get("metrics", {}).get(m, np.nan) for r in results]
+            shapes.setdefault(m, ())
         array_names = sorted({a for r in results for a in r.get("arrays", {})})
         dims_by_name = self.attrs.get("array_dims", {})
         for a in array_names:
@@ -535,13 +537,36 @@ class ResultStore:
             dims = tuple(dims_by_name.get(a, [f"{a}_dim_{k}" for k in range(sample.ndim)]))
             created |= self._ensure_array(a, sample.shape, _array_dtype(sample), np.nan, dims)
             columns[a] = [r.get("arrays", {}).get(a) for r in results]
+            shapes.setdefault(a, tuple(sample.shape))
         if created:
+            # the shapes fixed by the first evaluations, so that a resumed run checks against them
+            self.attrs = {
+                **self.attrs,
+                "result_shapes": {k: list(v) for k, v in sorted(shapes.items())},
+            }
+            self.root.attrs["l2lflow"] = self.attrs
             _quiet_consolidate(self.path)
         for name, col in columns.items():
             self._write_cells(name, generation, idx, col)
         reach("evaluate.columns", generation)
         self._write_cells("status", generation, idx, [r["status"] for r in results])
         reach("evaluate.committed", generation)
+
+    def result_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every metric (shape ``()``) and array the optimizee has returned
+        so far: the first evaluation that returned a name fixed its shape."""
+        recorded = self.attrs.get("result_shapes")
+        if recorded is not None:
+            return {k: tuple(v) for k, v in recorded.items()}
+        # a store written before result_shapes existed: its variables say the same
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name in self.root.array_keys():
+            dims = list(self.array(name).metadata.dimension_names or ())
+            if name.startswith("metric_"):
+                shapes[name[len("metric_") :]] = ()
+            elif dims[:2] == _DIMS and len(dims) > 2 and name != "objectives":
+                shapes[name] = tuple(self.array(name).shape[2:])
+        return shapes
 
     def _write_cells(self, name: str, generation: int, idx: np.ndarray, values: list[Any]) -> None:
         """Read-modify-write one generation row (one chunk) of ``name``."""
@@ -552,6 +577,12 @@ class ResultStore:
         for i, value in zip(idx, values, strict=True):
             if value is None:
                 continue
+            if np.shape(value) != row.shape[1:]:  # never broadcast one individual's value
+                raise StoreError(
+                    f"result {name!r} of individual {int(i)} has shape {np.shape(value)}, "
+                    f"but the store holds {row.shape[1:]}: an optimizee must return arrays "
+                    "of a fixed shape"
+                )
             row[i] = value
         arr[generation, ...] = row
 
