@@ -220,26 +220,21 @@ def test_timeout_bounds_each_evaluation_of_a_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch of 4 that takes 1 s per individual runs under timeout_s = 3 (it gets 4 × 3 s);
-    a hung batch of 2 is killed after 2 × timeout_s, failing both of its individuals."""
+    a hung batch of 4 is killed after 4 × timeout_s, failing all of its individuals."""
     _user_module(tmp_path, monkeypatch, "slow_batch_model", SLOW_BATCH)
     cfg = write_config(
         tmp_path,
         name="batch",
         generations=2,
-        population_size=4,
+        population_size=8,
         optimizee={"name": "slow_batch_model:slow_batch"},
         evaluation={"retries": 0, "timeout_s": 3.0, "batch_size": 4, "failure_fitness": 9.0},
         execution={"workers": 1, "idle_timeout_s": 20},
     )
-    config = load_config(cfg)
-    Experiment({**config, "generations": 1}).run()
+    Experiment(load_config(cfg)).run()
     ds = l2lflow.open_results(tmp_path / "results" / "batch").load()
     assert (ds.status.values[0] == DONE).all(), ds.error.values[0]
-
-    config["evaluation"]["batch_size"] = 2  # may change on a resume
-    Experiment(config).run()
-    ds = l2lflow.open_results(tmp_path / "results" / "batch").load()
     status, err = ds.status.values[1], ds.error.values[1]
-    assert list(status) == [FAILED, FAILED, DONE, DONE], err
-    for e in err[:2]:
-        assert "[timeout]" in e and "batched call of 2 individuals" in e and "6 s" in e, e
+    assert list(status) == [FAILED] * 4 + [DONE] * 4, err
+    for e in err[:4]:
+        assert "[timeout]" in e and "batched call of 4 individuals" in e and "12 s" in e, e
