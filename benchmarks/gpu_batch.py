@@ -12,6 +12,11 @@ their batched fitness: bitwise equal on CPU; on CUDA cuBLAS may choose other ker
 batch sizes, so the largest relative difference is reported (``--check`` turns a difference
 beyond ``--rtol`` into exit code 1).
 
+Memory: the optimizee evaluates a batch in passes that fit a quarter of the device's memory
+(``torch_lsnn.slices_per_pass``; ``--max-batch-slices`` sets the individuals × tasks per pass
+instead), so the default 1,024 individuals on a CPU take about 6.5 GB on a 24 GB machine, not
+the 32 GB one pass would need. The line before the last gives the peak RSS of the process.
+
 Last line: ``device=<cuda|cpu> individuals=<N> batched_per_s=<x> loop_per_s=<y> speedup=<x/y>``.
 ``--quick`` is a small CPU-friendly run for ``benchmarks/run_all.py``.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import time
 
 import numpy as np
@@ -59,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--compile", default=None, help="torch.compile mode (e.g. default)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument(
+        "--max-batch-slices",
+        type=int,
+        default=None,
+        help="individuals x tasks per forward pass (default: what fits a quarter of the memory)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--check", action="store_true", help="fail on batched/loop mismatch")
     parser.add_argument("--rtol", type=float, default=1e-4)
@@ -73,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from l2lflow.optimizees.base import EvaluationContext
-    from l2lflow.optimizees.torch_lsnn import _resolve_device, lsnn
+    from l2lflow.optimizees.torch_lsnn import (
+        _resolve_device,
+        device_memory_bytes,
+        lsnn,
+        slices_per_pass,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device),
         "dtype": args.dtype,
         "compile": args.compile or False,
+        "max_batch_slices": args.max_batch_slices,
     }
     params = population(args.individuals, args.seed)
     seeds = [1000 + i for i in range(args.individuals)]
@@ -148,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         f"individuals in {loop_s:.3f} s (rate extrapolated from this subset)"
     )
     print(f"agreement on the {loop_n} looped individuals: bitwise={bitwise} max_rel_diff={rel:.3g}")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    per_pass = args.max_batch_slices or slices_per_pass(
+        device_memory_bytes(torch, device), args.neurons, args.inputs, args.steps, args.dtype
+    )
+    print(f"peak RSS {peak_mb:.0f} MB; at most {per_pass} individuals x tasks per pass")
     print(
         f"device={device.type} individuals={args.individuals} batched_per_s={batched_per_s:.4g} "
         f"loop_per_s={loop_per_s:.4g} speedup={batched_per_s / loop_per_s:.4g}"

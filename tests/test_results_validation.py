@@ -238,3 +238,41 @@ def test_timeout_bounds_each_evaluation_of_a_batch(
     assert list(status) == [FAILED] * 4 + [DONE] * 4, err
     for e in err[:4]:
         assert "[timeout]" in e and "batched call of 4 individuals" in e and "12 s" in e, e
+
+
+META = '''
+import numpy as np
+
+from l2lflow.optimizees.base import register_optimizee
+
+
+@register_optimizee("test.meta_shapes", meta_test=True)
+def meta_shapes(params, seed, *, context):
+    """A trace of 4 values in the run; the meta-test of the best returns 3."""
+    n = 3 if context.phase == "meta_test" and context.individual == 0 else 4
+    return {"fitness": float(params["a"] ** 2 + params["b"] ** 2), "trace": np.ones(n)}
+'''
+
+
+def test_meta_test_results_are_checked_against_the_runs_shapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _user_module(tmp_path, monkeypatch, "meta_model", META)
+    cfg = write_config(
+        tmp_path,
+        name="meta",
+        generations=1,
+        population_size=4,
+        optimizee={"name": "meta_model:meta_shapes", "meta_test": {"top_k": 4}},
+        execution={"workers": 1, "idle_timeout_s": 20},
+    )
+    Experiment(load_config(cfg)).run()
+    ds = l2lflow.open_results(tmp_path / "results" / "meta").load()
+    assert ds.meta_test_trace.shape == (4, 4)
+    wrong = list(ds.meta_test_individual.values).index(0)
+    assert ds.meta_test_status.values[wrong] == FAILED
+    err = ds.meta_test_error.values[wrong]
+    assert "'trace'" in err and "shape (3,)" in err and "shape (4,)" in err, err
+    others = [k for k in range(4) if k != wrong]
+    assert (ds.meta_test_status.values[others] == DONE).all()
+    np.testing.assert_array_equal(ds.meta_test_trace.values[others], np.ones((3, 4)))

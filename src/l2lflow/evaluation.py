@@ -114,6 +114,22 @@ def check_result_shapes(result: dict[str, Any], shapes: dict[str, tuple[int, ...
     return ""
 
 
+def fitting_shapes(result: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """``result`` as it is, or, when a shape differs from ``shapes`` (see
+    :func:`check_result_shapes`), a failed ``result`` record that stores nothing of it."""
+    mismatch = check_result_shapes(result, shapes)
+    if not mismatch:
+        return result
+    return {
+        **result,
+        "ok": False,
+        "reason": "result",
+        "error": mismatch,
+        "metrics": {},
+        "arrays": {},
+    }
+
+
 def failure_fitness(config: dict[str, Any]) -> float:
     """What a failed individual's fitness is: the configured value, else the worst possible."""
     value = config.get("evaluation", {}).get("failure_fitness")
@@ -197,10 +213,7 @@ def evaluate_generation(
     shapes = store.result_shapes()
 
     def record(i: int, attempt: int, result: dict[str, Any]) -> None:
-        mismatch = check_result_shapes(result, shapes)
-        if mismatch:
-            result = {**result, "ok": False, "reason": "result", "error": mismatch}
-            result.update(metrics={}, arrays={})
+        result = fitting_shapes(result, shapes)
         if result["ok"]:
             runtimes.append(float(result["runtime"]))
             buffer.append(

@@ -20,8 +20,10 @@ import numpy as np
 
 from l2lflow import seeds
 from l2lflow.evaluation import (
+    DETERMINISTIC_FAILURES,
     Progress,
     evaluate_generation,
+    fitting_shapes,
     individuals_to_evaluate,
     stops_when_all_fail,
 )
@@ -347,6 +349,7 @@ class Experiment:
         resources = {"GPU": 1} if pool == "gpu" else None
         retries = int(self.config.get("evaluation", {}).get("retries", 1))
         results: list[dict[str, Any]] = []
+        shapes = self.store.result_shapes()  # meta-test results must fit the run's shapes
         for item in items:
             for attempt in range(retries + 1):
                 item["attempt"] = attempt
@@ -354,7 +357,8 @@ class Experiment:
                     evaluate_chunk, spec, Chunk([item]), pure=False, resources=resources
                 )
                 result = fut.result()[0]
-                if result["ok"]:
+                result = fitting_shapes(result, shapes)
+                if result["ok"] or result["reason"] in DETERMINISTIC_FAILURES:
                     break
             results.append(
                 {**result, "generation": item["generation"], "individual": item["individual"]}

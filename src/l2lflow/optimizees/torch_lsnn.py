@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -185,6 +186,7 @@ def lsnn(
     device: str = "auto",
     dtype: str = "float32",
     compile: bool | str = False,
+    max_batch_slices: int | None = None,
 ) -> list[dict[str, Any]]:
     """An LSNN learns new sine waves with a few BPTT steps; fitness = held-out MSE after
     learning, averaged over ``n_tasks`` tasks from ``context.task_seed`` (minimise). Batched.
@@ -196,7 +198,10 @@ def lsnn(
     the family ``nest.eprop`` learns by default, see :mod:`l2lflow.tasks.sine`),
     ``inner_steps`` of ``inner_optimizer`` (``"adam"`` or ``"sgd"``), ``device`` (``"auto"``:
     CUDA when available), ``dtype`` (``"float32"``/``"float64"``), ``compile`` (``True`` or a
-    ``torch.compile`` mode such as ``"reduce-overhead"``: fuses each time step; off by default).
+    ``torch.compile`` mode such as ``"reduce-overhead"``: fuses each time step; off by default),
+    ``max_batch_slices`` (individuals × tasks per forward pass; ``None``: as many as fit in
+    :data:`MEMORY_FRACTION` of the device's memory, see :func:`slices_per_pass`; a larger batch
+    is evaluated in several passes of whole individuals, with the same bits on a CPU).
 
     Returns per individual: ``fitness`` (held-out MSE after learning), ``pre_mse`` (before),
     ``train_mse`` (training loss at the last inner step), ``rate`` (mean firing rate in Hz on the
@@ -213,12 +218,13 @@ def lsnn(
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     vary_frequency = bool(vary_frequency) or family_varies_frequency(task_family)
+    if max_batch_slices is not None and int(max_batch_slices) < 1:
+        raise ValueError(f"max_batch_slices must be at least 1, got {max_batch_slices!r}")
     n_ind = len(params)
     if n_ind == 0:
         return []
     torch, _, step = _torch_parts()
     dev = _resolve_device(torch, device)
-    tdtype = getattr(torch, dtype)
     if compile:
         step = _compiled_step(None if compile is True else str(compile))
     if contexts is None:
@@ -227,6 +233,114 @@ def lsnn(
         ]
     elif dev.type == "cpu":
         torch.set_num_threads(max(1, int(contexts[0].threads)))
+    if max_batch_slices is None:
+        max_batch_slices = slices_per_pass(
+            device_memory_bytes(torch, dev), int(n_neurons), int(n_inputs), int(n_steps), dtype
+        )
+    per_pass = max(1, int(max_batch_slices) // int(n_tasks))
+    if per_pass < n_ind:
+        contexts[0].log.info(
+            "torch.lsnn: %d individuals x %d tasks in %d passes of at most %d individuals "
+            "(max_batch_slices=%d)",
+            n_ind,
+            n_tasks,
+            math.ceil(n_ind / per_pass),
+            per_pass,
+            max_batch_slices,
+        )
+    options = dict(
+        n_neurons=n_neurons,
+        n_inputs=n_inputs,
+        n_steps=n_steps,
+        inner_steps=inner_steps,
+        n_tasks=n_tasks,
+        n_points=n_points,
+        vary_frequency=vary_frequency,
+        inner_optimizer=inner_optimizer,
+        input_gain=input_gain,
+        tau_out=tau_out,
+        dt=dt,
+        max_rate_hz=max_rate_hz,
+        dampening=dampening,
+        max_mse=max_mse,
+        dtype=dtype,
+    )
+    out: list[dict[str, Any]] = []
+    for a in range(0, n_ind, per_pass):
+        b = a + per_pass
+        out.extend(_one_pass(params[a:b], seeds[a:b], contexts[a:b], torch, step, dev, **options))
+    return out
+
+
+#: the share of the device's memory one forward pass may plan to use (the rest: other
+#: processes, the allocator's slack, and the error of :func:`slice_bytes`)
+MEMORY_FRACTION = 0.25
+
+
+def slice_bytes(n_neurons: int, n_inputs: int, n_steps: int, dtype: str = "float32") -> int:
+    """Bytes one individual × task slice takes at the peak of an inner BPTT step.
+
+    Per time step autograd keeps a few dozen vectors of ``n_neurons`` (states, thresholds, the
+    surrogate's inputs, the probes and their gradients, the stacked traces and spikes); per
+    slice the weights, their Adam moments, gradients and update temporaries are about 8
+    recurrent matrices. Measured on CPU at the reference size (200 neurons, 20 inputs, 200
+    steps, float32): 7.7 MB per slice (peak RSS of 10 vs 2 individuals × 4 tasks); this gives
+    7.8 MB.
+    """
+    size = 8 if dtype == "float64" else 4
+    per_step = 40 * n_neurons + 2 * n_inputs
+    weights = 8 * (n_neurons * n_neurons + n_inputs * n_neurons)
+    return size * (n_steps * per_step + weights)
+
+
+def device_memory_bytes(torch: Any, dev: Any) -> int:
+    """The memory of the device a pass runs on: the GPU's, or the machine's RAM.
+
+    The total, not what is free now, so that the split (and on a GPU, whose kernels may round
+    differently for other batch sizes, the results) does not depend on what else runs.
+    """
+    if dev.type == "cuda":
+        return int(torch.cuda.get_device_properties(dev).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def slices_per_pass(
+    memory_bytes: int, n_neurons: int, n_inputs: int, n_steps: int, dtype: str = "float32"
+) -> int:
+    """How many individual × task slices one pass may hold: :data:`MEMORY_FRACTION` of
+    ``memory_bytes`` over :func:`slice_bytes` (at least one)."""
+    return max(
+        1, int(memory_bytes * MEMORY_FRACTION) // slice_bytes(n_neurons, n_inputs, n_steps, dtype)
+    )
+
+
+def _one_pass(
+    params: list[dict[str, Any]],
+    seeds: list[int],
+    contexts: list[EvaluationContext],
+    torch: Any,
+    step: Any,
+    dev: Any,
+    *,
+    n_neurons: int,
+    n_inputs: int,
+    n_steps: int,
+    inner_steps: int,
+    n_tasks: int,
+    n_points: int,
+    vary_frequency: bool,
+    inner_optimizer: str,
+    input_gain: float,
+    tau_out: float,
+    dt: float,
+    max_rate_hz: float,
+    dampening: float,
+    max_mse: float,
+    dtype: str,
+) -> list[dict[str, Any]]:
+    """Evaluate ``params`` as one set of tensors (see :func:`lsnn`)."""
+    n_ind = len(params)
+    tdtype = getattr(torch, dtype)
     n, n_in, n_t, n_tasks = int(n_neurons), int(n_inputs), int(n_steps), int(n_tasks)
     bt = n_ind * n_tasks
     checked = [_checked(p) for p in params]
