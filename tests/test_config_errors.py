@@ -776,3 +776,61 @@ def test_capacity_limits_and_a_resume_counts_only_what_is_missing(tmp_path: Path
         check_capacity(config, available_memory=10**9, free_disk=2 * 109_248 - 1)
     (tmp_path / "half").write_bytes(bytes(109_248))  # a generation already stored
     check_capacity(config, available_memory=10**9, free_disk=109_248)
+
+
+# ---------------------------------------------------------------- a Slurm run on a machine unfit
+def _slurm_execution(interface: str | None = "lo") -> dict[str, Any]:
+    pool = {"partition": "batch", "account": "acct", "interface": interface}
+    return {"backend": "slurm", "pools": {"cpu": pool}}
+
+
+def test_interface_this_machine_lacks_names_its_key_and_the_interfaces() -> None:
+    import psutil
+
+    from l2lflow.config import ConfigError
+    from l2lflow.workflow import check_execution_here
+
+    with pytest.raises(ConfigError) as err:
+        check_execution_here(_slurm_execution("ib9"))
+    text = str(err.value)
+    assert text.startswith("execution.pools.cpu.interface: 'ib9' is not a network interface")
+    assert f"(it has: {', '.join(sorted(psutil.net_if_addrs()))})" in text
+
+
+def test_slurm_without_sbatch_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from l2lflow.config import ConfigError
+    from l2lflow.workflow import check_execution_here
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without Slurm's commands
+    with pytest.raises(ConfigError, match=r"^execution\.backend: 'slurm' .* no 'sbatch' on PATH"):
+        check_execution_here(_slurm_execution())
+    check_execution_here({"backend": "local"})  # a local run needs none of it
+
+
+def test_slurm_profile_on_a_machine_without_slurm_under_snakemake(tmp_path: Path) -> None:
+    """`snakemake --profile profiles/juwels` here: it failed only in the first evaluate step
+    ("Cluster failed to start: 'ib0' is not a valid network interface"); now one line before the
+    run, naming the key; and without sbatch, that Slurm is missing."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**BASE, "results": str(tmp_path / "results")}))
+    bin_dir = Path(sys.executable).parent
+    for env_path, expected in (
+        (os.environ["PATH"], "l2lflow: execution.pools.cpu.interface: 'ib0' is not a network"),
+        (str(bin_dir), "no 'sbatch' on PATH"),
+    ):
+        profile = "juwels" if "ib0" in expected else "local-slurm"
+        proc = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+            + ["--directory", str(tmp_path), "--profile", str(ROOT / "profiles" / profile)]
+            + ["--configfile", str(cfg), "--cores", "1"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env={**os.environ, "PATH": env_path, "L2LFLOW_ACCOUNT": "acct"},
+        )
+        output = proc.stdout + proc.stderr
+        assert proc.returncode != 0
+        assert [x for x in output.splitlines() if x.startswith("l2lflow: ")][0].find(
+            expected
+        ) >= 0, output
+        assert not (tmp_path / "results").exists()

@@ -47,6 +47,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if overrides:
         config = validate_config(merge(config, overrides))
     check_resources(config)
+    from l2lflow.workflow import check_execution_here
+
+    check_execution_here(config["execution"])
     lock = StoreLock(config["results"])
     lock.acquire()
     try:

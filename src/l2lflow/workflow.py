@@ -6,6 +6,7 @@ Kept here (not in the .smk files) so that they are tested like the rest of the l
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,19 +130,23 @@ def experiment_config(
     site = site_execution(argv)
     if site:
         raw = merge(raw, {"execution": site})
-    _check_pool_environment(raw.get("execution"))
+    check_execution_here(raw.get("execution"))
     return raw
 
 
-def _check_pool_environment(execution: Any) -> None:
-    """Refuse an unset ``$VAR`` in a Slurm pool (``${L2LFLOW_ACCOUNT}``) here, in the Snakemake
-    process that starts the run, before anything is written or submitted. (Config validation
-    leaves variables alone: a config may be checked away from the login node.)"""
+def check_execution_here(execution: Any) -> None:
+    """Refuse, before anything is written or submitted, a Slurm execution that cannot start on
+    this machine: no ``sbatch`` (a Slurm profile on a laptop), an unset ``$VAR`` in a pool
+    (``${L2LFLOW_ACCOUNT}``), a network ``interface`` the machine lacks. Called where a run
+    starts (the Snakemake process, ``l2lflow run``); config validation leaves these alone, as a
+    config may be checked away from the login node."""
     if not isinstance(execution, dict) or execution.get("backend") != "slurm":
         return
     pools = execution.get("pools")
     if not isinstance(pools, dict):
         return
+    import re
+
     from l2lflow.execution.slurm import check_environment
 
     for name, pool in pools.items():
@@ -149,4 +154,15 @@ def _check_pool_environment(execution: Any) -> None:
             try:
                 check_environment(pool)
             except ValueError as exc:
-                raise ConfigError(f"execution.pools.{name}: {exc}") from None
+                text = str(exc)
+                key = re.match(r"(\w+): ", text)  # the message names a key of the pool
+                where = (
+                    f"execution.pools.{name}.{text}" if key else f"execution.pools.{name}: {text}"
+                )
+                raise ConfigError(where) from None
+    if shutil.which("sbatch") is None:
+        raise ConfigError(
+            "execution.backend: 'slurm' (from the config or a Slurm profile's execution.yaml), "
+            "but this machine has no 'sbatch' on PATH to submit worker jobs: run on a Slurm "
+            "login node, or run without the Slurm profile (backend: local)"
+        )

@@ -277,10 +277,27 @@ def resolve_pool(pool: dict[str, Any], *, expand_env: bool = True) -> dict[str, 
 
 
 def check_environment(pool: dict[str, Any]) -> None:
-    """Raise ``ValueError`` if a pool value names an unset environment variable (the account)."""
+    """Raise ``ValueError`` if a pool cannot start on this machine: a value names an unset
+    environment variable (the account), or ``interface`` is not one of this machine's network
+    interfaces (the scheduler binds it here; Dask's own error came only from the first evaluate
+    step: "Cluster failed to start: 'ib0' is not a valid network interface").
+
+    An ``interface`` message starts with ``interface: `` so that callers can name the key.
+    """
     for key in _EXPANDED:
         if isinstance(pool.get(key), str):
             _expand(pool[key], key)
+    interface = pool.get("interface")
+    if interface:
+        import psutil
+
+        names = sorted(psutil.net_if_addrs())
+        if interface not in names:
+            raise ValueError(
+                f"interface: {interface!r} is not a network interface of this machine (it has: "
+                f"{', '.join(names)}); run where it exists (ib0: the JUWELS login nodes), or set "
+                "interface to one of these (null: Dask's default)"
+            )
 
 
 def _has_gpu_request(directives: list[str]) -> bool:
