@@ -6,6 +6,7 @@ from l2lflow.optimizees import (  # noqa: F401  (registers the built-ins)
     faults,
     functions,
     genn,
+    genn_reservoir,
     probe,
     torch_lsnn,
 )

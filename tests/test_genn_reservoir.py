@@ -1,0 +1,121 @@
+"""``genn.reservoir``: nest.reservoir's learning-to-learn experiment on GeNN (CPU backend here).
+
+Simulation tests skip where ``pygenn`` does not import (GeNN 5 has no PyPI wheel), except under
+``L2LFLOW_REQUIRE_PYGENN=1`` (CI), where they run. The reservoir model compiles once per process
+and shape (~4 s) and is reused from the compiled-model cache by later processes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from helpers import REPO
+
+from l2lflow.optimizees import genn, genn_reservoir, spike_tasks
+from l2lflow.optimizees.base import EvaluationContext, resolve_optimizee
+
+HAS_PYGENN = importlib.util.find_spec("pygenn") is not None
+needs_pygenn = pytest.mark.skipif(
+    not HAS_PYGENN and not os.environ.get("L2LFLOW_REQUIRE_PYGENN"),
+    reason="pygenn does not import: GeNN 5 has no PyPI wheel; build it from source (README)",
+)
+
+#: a shrunk evaluation (the behaviours tested do not depend on size); nest.reservoir's options
+SMALL = {
+    "n_tasks": 2,
+    "n_neurons": 60,
+    "n_train_per_class": 4,
+    "n_test_per_class": 4,
+    "pattern_ms": 60.0,
+}
+
+
+def _contexts(seeds: list[int], task_seed: int = 11) -> list[EvaluationContext]:
+    return [
+        EvaluationContext(generation=0, individual=i, seed=s, task_seed=task_seed)
+        for i, s in enumerate(seeds)
+    ]
+
+
+def _genn(params: list[dict], seeds: list[int], task_seed: int = 11, **options) -> list[dict]:
+    return genn_reservoir.reservoir(
+        params,
+        seeds,
+        contexts=_contexts(seeds, task_seed),
+        backend="single_threaded_cpu",
+        **{**SMALL, **options},
+    )
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+
+
+def test_registered_like_nest_reservoir_with_the_same_parameters_and_options() -> None:
+    ours, nest = resolve_optimizee("genn.reservoir"), resolve_optimizee("nest.reservoir")
+    assert ours.batched and ours.prefers_gpu and ours.meta_test
+    assert ours.array_dims == nest.array_dims == {"task_accuracy": ("task",)}
+    assert genn_reservoir.DEFAULT_PARAMS == spike_tasks.RESERVOIR_PARAMS
+    assert genn_reservoir.DEFAULT_SPACE == spike_tasks.RESERVOIR_SPACE
+    import inspect
+
+    def options(fn) -> dict:
+        return {
+            k: p.default
+            for k, p in inspect.signature(fn).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and not k.startswith("context")
+        }
+
+    shared = options(ours.function).keys() & options(nest.function).keys()
+    assert options(nest.function).keys() - shared == {"stdp"}  # the one NEST-only option
+    assert {k: options(ours.function)[k] for k in shared} == {
+        k: options(nest.function)[k] for k in shared
+    }
+
+
+def test_the_default_experiment_validates_with_genn_by_its_name_alone(tmp_path: Path) -> None:
+    """config/config.yaml (nest.reservoir) is a valid genn.reservoir experiment after changing
+    only ``optimizee.name``: same parameters, same options."""
+    from l2lflow.config import load_config
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["optimizee"]["name"] = "genn.reservoir"
+    config["results"] = str(tmp_path / "r")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert load_config(path)["optimizee"]["name"] == "genn.reservoir"
+
+
+def test_membrane_propagator_is_nests_and_finite_at_equal_time_constants() -> None:
+    dt, tau_s, c = 0.1, spike_tasks.NEURON["tau_syn_ex"], spike_tasks.NEURON["C_m"]
+    tau_m = 20.0
+    nest_p21 = tau_s * tau_m / (c * (tau_m - tau_s)) * (np.exp(-dt / tau_m) - np.exp(-dt / tau_s))
+    assert genn_reservoir.membrane_propagator(tau_m, dt) == pytest.approx(nest_p21, rel=1e-12)
+    at = genn_reservoir.membrane_propagator(tau_s, dt)
+    near = genn_reservoir.membrane_propagator(tau_s * (1 + 1e-9), dt)
+    assert at == pytest.approx(near, rel=1e-6) and at == pytest.approx(dt / c * np.exp(-dt / tau_s))
+
+
+@needs_pygenn
+def test_an_individuals_result_does_not_depend_on_its_batch_and_bad_ones_fail_alone() -> None:
+    params = [{}, {"tau_m": -1.0}, {"w_exc": 150.0, "input_gain": 800.0}]
+    seeds = [21, 22, 23]
+    together = _genn(params, seeds)
+    before = genn.BUILD_COUNT
+    alone = [_genn([params[i]], [seeds[i]])[0] for i in (2, 0)]
+    assert genn.BUILD_COUNT == before  # one compiled model for every call of this shape
+    assert _same(together[2], alone[0]) and _same(together[0], alone[1])  # bitwise, any order
+    assert np.isnan(together[1]["fitness"]) and np.isfinite(together[0]["fitness"])
+    r = together[0]
+    assert r["task_accuracy"].shape == (2,) and r["chance"] == pytest.approx(1 / 3)
+    assert r["fitness"] == pytest.approx(r["task_accuracy"].mean())
+    assert r["rate"] > 0 and 0.0 <= r["fitness"] <= 1.0
+    # the tasks come from the task seed: another generation, other tasks, other results
+    assert not _same(_genn([{}], [21], task_seed=12)[0], r)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['stdp_lambda'\]"):
+        _genn([{"stdp_lambda": 0.1}], [1])
