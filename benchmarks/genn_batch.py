@@ -35,7 +35,7 @@ QUICK: dict[str, object] = {
 
 def population(n: int, seed: int) -> list[dict[str, float]]:
     """``n`` hyperparameter sets drawn from the reservoir's recommended space (fixed seed)."""
-    from l2lflow.optimizees.spike_tasks import RESERVOIR_SPACE
+    from l2lflow.optimizees.nest.reservoir import RESERVOIR_SPACE
 
     rng = np.random.default_rng(seed)
     out = []

@@ -16,8 +16,9 @@ import pytest
 import yaml
 from helpers import REPO
 
-from l2lflow.optimizees import genn, genn_reservoir, spike_tasks
+from l2lflow.optimizees import genn, genn_reservoir
 from l2lflow.optimizees.base import EvaluationContext, resolve_optimizee
+from l2lflow.optimizees.nest import reservoir as nest_reservoir
 
 HAS_PYGENN = importlib.util.find_spec("pygenn") is not None
 needs_pygenn = pytest.mark.skipif(
@@ -60,8 +61,8 @@ def test_registered_like_nest_reservoir_with_the_same_parameters_and_options() -
     ours, nest = resolve_optimizee("genn.reservoir"), resolve_optimizee("nest.reservoir")
     assert ours.batched and ours.prefers_gpu and ours.meta_test
     assert ours.array_dims == nest.array_dims == {"task_accuracy": ("task",)}
-    assert genn_reservoir.DEFAULT_PARAMS == spike_tasks.RESERVOIR_PARAMS
-    assert genn_reservoir.DEFAULT_SPACE == spike_tasks.RESERVOIR_SPACE
+    assert genn_reservoir.DEFAULT_PARAMS == nest_reservoir.RESERVOIR_PARAMS
+    assert genn_reservoir.DEFAULT_SPACE == nest_reservoir.RESERVOIR_SPACE
     import inspect
 
     def options(fn) -> dict:
@@ -92,7 +93,7 @@ def test_the_default_experiment_validates_with_genn_by_its_name_alone(tmp_path: 
 
 
 def test_membrane_propagator_is_nests_and_finite_at_equal_time_constants() -> None:
-    dt, tau_s, c = 0.1, spike_tasks.NEURON["tau_syn_ex"], spike_tasks.NEURON["C_m"]
+    dt, tau_s, c = 0.1, nest_reservoir.NEURON["tau_syn_ex"], nest_reservoir.NEURON["C_m"]
     tau_m = 20.0
     nest_p21 = tau_s * tau_m / (c * (tau_m - tau_s)) * (np.exp(-dt / tau_m) - np.exp(-dt / tau_s))
     assert genn_reservoir.membrane_propagator(tau_m, dt) == pytest.approx(nest_p21, rel=1e-12)

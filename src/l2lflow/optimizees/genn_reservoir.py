@@ -1,14 +1,14 @@
 """Learning to learn with a GeNN reservoir: ``nest.reservoir``'s experiment, on GeNN.
 
 The same task family, samples, features, readout and fitness as ``nest.reservoir`` (all in
-:mod:`l2lflow.optimizees.spike_tasks`), the same hyperparameters (``w_exc``, ``g``, ``p_conn``,
+:mod:`l2lflow.tasks.spike_patterns`), the same hyperparameters (``w_exc``, ``g``, ``p_conn``,
 ``tau_m``, ``input_gain``, ``bg_rate``) and the same options, so one experiment config runs on
 NEST or on GeNN by changing only ``optimizee.name``. For the same task seed and evaluation seed
 both see the same input spikes; the networks are drawn from the same distributions but from
 different generators, so results agree statistically, not bitwise
 (``tests/test_genn_reservoir.py`` measures by how much).
 
-The network is NEST's: ``iaf_psc_exp`` neurons (80 % excitatory, 20 % inhibitory, exponential
+The network is NEST's (its constants are ``nest.reservoir``'s): ``iaf_psc_exp`` neurons (80 % excitatory, 20 % inhibitory, exponential
 PSCs of 5 ms), integrated as NEST integrates them (exact propagators for the membrane and the
 synaptic current, a refractory counter, the threshold checked after the update), Bernoulli
 recurrent and input connectivity without autapses, 1.5 ms synaptic delays (input spikes also
@@ -42,7 +42,7 @@ from l2lflow.optimizees.genn import (
     passes,
     stack,
 )
-from l2lflow.optimizees.spike_tasks import (
+from l2lflow.optimizees.nest.reservoir import (
     BG_WEIGHT_PA,
     DELAY_MS,
     E_FRACTION,
@@ -50,6 +50,8 @@ from l2lflow.optimizees.spike_tasks import (
     RESERVOIR_PARAMS,
     RESERVOIR_SPACE,
     V_INIT_RANGE,
+)
+from l2lflow.tasks.spike_patterns import (
     Presentation,
     SpikeTask,
     TaskFamily,

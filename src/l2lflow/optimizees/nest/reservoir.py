@@ -20,7 +20,7 @@ Randomness has two owners, on purpose:
   evaluation ``seed``.
 
 The task family, the samples, the features and the readout are simulator-free and shared with
-``genn.reservoir`` (:mod:`l2lflow.optimizees.spike_tasks`): this module is only the NEST network.
+``genn.reservoir`` (:mod:`l2lflow.tasks.spike_patterns`): this module is only the NEST network.
 """
 
 from __future__ import annotations
@@ -31,14 +31,7 @@ import numpy as np
 
 from l2lflow.optimizees.base import EvaluationContext, register_optimizee
 from l2lflow.optimizees.nest.kernel import nest_session, simulate
-from l2lflow.optimizees.spike_tasks import (
-    BG_WEIGHT_PA,
-    DELAY_MS,
-    E_FRACTION,
-    NEURON,
-    RESERVOIR_PARAMS,
-    RESERVOIR_SPACE,
-    V_INIT_RANGE,
+from l2lflow.tasks.spike_patterns import (
     SpikeTask,
     TaskFamily,
     draw_tasks,
@@ -46,9 +39,46 @@ from l2lflow.optimizees.spike_tasks import (
     task_seeds,
 )
 
+#: the network's hyperparameters and their defaults (pA, ms, Hz), genn.reservoir's too
+RESERVOIR_PARAMS: dict[str, float] = {
+    "w_exc": 60.0,  # recurrent excitatory PSC amplitude (pA)
+    "g": 4.0,  # inhibitory PSC = -g * w_exc
+    "p_conn": 0.1,  # recurrent connection probability
+    "tau_m": 20.0,  # membrane time constant (ms)
+    "input_gain": 300.0,  # input -> reservoir PSC amplitude (pA)
+    "bg_rate": 800.0,  # Poisson background per neuron (Hz, PSC 50 pA)
+}
+
+#: recommended search space over :data:`RESERVOIR_PARAMS`
+RESERVOIR_SPACE: dict[str, dict[str, Any]] = {
+    "w_exc": {"low": 5.0, "high": 500.0, "scale": "log", "type": "float"},
+    "g": {"low": 0.5, "high": 10.0, "scale": "linear", "type": "float"},
+    "p_conn": {"low": 0.02, "high": 0.4, "scale": "log", "type": "float"},
+    "tau_m": {"low": 5.0, "high": 50.0, "scale": "log", "type": "float"},
+    "input_gain": {"low": 10.0, "high": 2000.0, "scale": "log", "type": "float"},
+    "bg_rate": {"low": 10.0, "high": 5000.0, "scale": "log", "type": "float"},
+}
+
+#: the reservoir neuron, ``iaf_psc_exp`` (mV, ms, pF); genn.reservoir reproduces this network
+NEURON: dict[str, float] = {
+    "C_m": 250.0,
+    "E_L": -70.0,
+    "V_reset": -70.0,
+    "V_th": -55.0,
+    "t_ref": 2.0,
+    "tau_syn_ex": 5.0,
+    "tau_syn_in": 5.0,
+}
+#: initial membrane potentials are uniform in this range (mV), so neurons do not start in lockstep
+V_INIT_RANGE = (-70.0, -56.0)
+BG_WEIGHT_PA = 50.0  # PSC amplitude of each background Poisson spike
+DELAY_MS = 1.5  # recurrent, input and background synapses
+E_FRACTION = 0.8  # the first 80 % of the neurons are excitatory
+
+
 #: hyperparameters and their defaults (pA, ms, Hz); a missing one takes its default
 DEFAULT_PARAMS: dict[str, float] = {
-    **RESERVOIR_PARAMS,  # the network's, shared with genn.reservoir
+    **RESERVOIR_PARAMS,
     # STDP on input synapses (used with the ``stdp`` option only)
     "stdp_lambda": 0.01,  # learning rate
     "stdp_alpha": 1.0,  # depression / potentiation ratio

@@ -1,4 +1,4 @@
-"""The spike-pattern classification task family of the reservoir optimizees, simulator-free.
+"""Spike-pattern classification: the task family of the reservoir optimizees, simulator-free.
 
 ``nest.reservoir`` and ``genn.reservoir`` learn the same tasks in the same way and differ only in
 the simulator that turns input spikes into reservoir spikes. Everything else lives here, once, so
@@ -27,42 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-#: the reservoir's hyperparameters and their defaults (pA, ms, Hz), the same in every simulator
-RESERVOIR_PARAMS: dict[str, float] = {
-    "w_exc": 60.0,  # recurrent excitatory PSC amplitude (pA)
-    "g": 4.0,  # inhibitory PSC = -g * w_exc
-    "p_conn": 0.1,  # recurrent connection probability
-    "tau_m": 20.0,  # membrane time constant (ms)
-    "input_gain": 300.0,  # input -> reservoir PSC amplitude (pA)
-    "bg_rate": 800.0,  # Poisson background per neuron (Hz, PSC 50 pA)
-}
-
-#: recommended search space over :data:`RESERVOIR_PARAMS`
-RESERVOIR_SPACE: dict[str, dict[str, Any]] = {
-    "w_exc": {"low": 5.0, "high": 500.0, "scale": "log", "type": "float"},
-    "g": {"low": 0.5, "high": 10.0, "scale": "linear", "type": "float"},
-    "p_conn": {"low": 0.02, "high": 0.4, "scale": "log", "type": "float"},
-    "tau_m": {"low": 5.0, "high": 50.0, "scale": "log", "type": "float"},
-    "input_gain": {"low": 10.0, "high": 2000.0, "scale": "log", "type": "float"},
-    "bg_rate": {"low": 10.0, "high": 5000.0, "scale": "log", "type": "float"},
-}
-
-#: the reservoir neuron: NEST's ``iaf_psc_exp`` (mV, ms, pF), which genn.reservoir reproduces
-NEURON: dict[str, float] = {
-    "C_m": 250.0,
-    "E_L": -70.0,
-    "V_reset": -70.0,
-    "V_th": -55.0,
-    "t_ref": 2.0,
-    "tau_syn_ex": 5.0,
-    "tau_syn_in": 5.0,
-}
-#: initial membrane potentials are uniform in this range (mV), so neurons do not start in lockstep
-V_INIT_RANGE = (-70.0, -56.0)
-BG_WEIGHT_PA = 50.0  # PSC amplitude of each background Poisson spike
-DELAY_MS = 1.5  # recurrent, input and background synapses
-E_FRACTION = 0.8  # the first 80 % of the neurons are excitatory
 
 
 @dataclass(frozen=True)
