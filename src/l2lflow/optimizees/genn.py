@@ -273,17 +273,24 @@ def passes(n_items: int, batch_size: int) -> list[tuple[list[int], list[int]]]:
     return out
 
 
+#: GeNN model snippets by name, kept alive for the whole process: PyGeNN's init objects hold a
+#: bare pointer to their snippet, so a snippet only referenced there is freed (and crashes GeNN)
+_SNIPPETS: dict[str, Any] = {}
+
+
 def batched_static_pulse() -> Any:
     """A static-pulse weight update whose ``g`` has one copy per batch entry (the built-in
     ``StaticPulse`` shares ``g`` across the batch, which would give every individual the same
     weights)."""
-    from pygenn import VarAccess, create_weight_update_model
+    if "batched_static_pulse" not in _SNIPPETS:
+        from pygenn import VarAccess, create_weight_update_model
 
-    return create_weight_update_model(
-        "l2lflow_batched_static_pulse",
-        vars=[("g", "scalar", VarAccess.READ_ONLY_DUPLICATE)],
-        pre_spike_syn_code="addToPost(g);",
-    )
+        _SNIPPETS["batched_static_pulse"] = create_weight_update_model(
+            "l2lflow_batched_static_pulse",
+            vars=[("g", "scalar", VarAccess.READ_ONLY_DUPLICATE)],
+            pre_spike_syn_code="addToPost(g);",
+        )
+    return _SNIPPETS["batched_static_pulse"]
 
 
 # ------------------------------------------------------------------------------ genn.alif_rate
@@ -461,7 +468,7 @@ def alif_rate(
             fitness = ((rate - target_rate_hz) / target_rate_hz) ** 2
             out.append(
                 {
-                    "fitness": fitness if ok and math.isfinite(rate) else math.nan,
+                    "fitness": float(fitness) if ok and math.isfinite(rate) else math.nan,
                     "rate": float(rate),
                     **{
                         k: float(v.mean() / (sim_ms / 1000.0)) if v.size else math.nan

@@ -70,6 +70,8 @@ _PARROT_DELAY_MS = 1.0
 #: is capped), far above the search space's 5 kHz
 _MAX_BG_PER_STEP = 20.0
 
+# xorshift32 (13, 17, 5); GeNN 5.4's code parser rejects ``>>``, so right shifts are written as
+# the unsigned divisions they equal
 _NEURON_CODE = """
 if (RefracSteps == 0) {
     V = (P22 * V) + (P21 * I);
@@ -79,10 +81,10 @@ else {
 }
 uint32_t x = Rng;
 x ^= x << 13;
-x ^= x >> 17;
+x ^= x / 131072u;
 x ^= x << 5;
 Rng = x;
-const scalar u = (scalar)(x >> 8) * 5.9604644775390625e-8;
+const scalar u = (scalar)(x / 256u) * 5.9604644775390625e-8;
 scalar p = ExpMinusLambda;
 scalar c = p;
 int k = 0;
