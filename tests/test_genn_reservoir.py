@@ -136,10 +136,12 @@ CROSS_SETS = {
 @needs_pygenn
 @pytest.mark.nest
 def test_nest_and_genn_reservoirs_agree() -> None:
-    """Same tasks, same samples, same parameters: NEST and GeNN give the same firing rates
-    within 5 % and the same held-out accuracy within 0.12 (4 evaluations x 2 tasks x 12 test
-    samples per set; measured: rates within 3.1 %, accuracies within 0.094). Not bitwise: the
-    networks are drawn by different generators and the simulators integrate differently."""
+    """Same tasks, same samples, same parameters: NEST and GeNN give firing rates within 10 %
+    and held-out accuracies within 0.12 of each other (4 evaluations x 2 tasks x 12 test
+    samples per set). Measured on these seeds: rates within 3.1 %, accuracies within 0.094;
+    over 16 evaluations per set: rates within 1.1 %, except 8.9 % for the strongly recurrent
+    set, accuracies within 0.057. Not bitwise: the networks are drawn by different generators
+    and the simulators order their float operations differently."""
     pytest.importorskip("nest", reason="nest-simulator is not installed")
     from l2lflow.optimizees.nest.reservoir import reservoir as nest_reservoir
 
@@ -160,7 +162,7 @@ def test_nest_and_genn_reservoirs_agree() -> None:
         print(
             f"{name}: accuracy genn {acc[0]:.3f} nest {acc[1]:.3f}, rate {rate[0]:.1f} {rate[1]:.1f}"
         )
-        assert abs(rate[0] - rate[1]) <= 0.05 * rate[1], name
+        assert abs(rate[0] - rate[1]) <= 0.10 * rate[1], name
         assert abs(acc[0] - acc[1]) <= 0.12, name
 
 
