@@ -84,7 +84,6 @@ def shared_tmp(monkeypatch):
     os.chmod(root, 0o1777)
     monkeypatch.setenv("TMPDIR", root)
     monkeypatch.setattr(tempfile, "tempdir", root)
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     monkeypatch.delenv("L2LFLOW_RUNTIME_DIR", raising=False)
     yield Path(root)
     shutil.rmtree(root, ignore_errors=True)

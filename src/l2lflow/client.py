@@ -37,27 +37,21 @@ class ClientError(RuntimeError):
 
 
 def runtime_dir() -> str:
-    """The folder of this user's engine sockets: ``$XDG_RUNTIME_DIR/l2lflow``, else
-    ``<tmp>/l2lflow-<uid>`` (``<tmp>`` is ``$TMPDIR`` or ``/tmp``); ``$L2LFLOW_RUNTIME_DIR`` overrides.
+    """The folder of this user's engine sockets: ``<tmp>/l2lflow-<uid>`` (``<tmp>`` is ``$TMPDIR``
+    or ``/tmp``); ``$L2LFLOW_RUNTIME_DIR`` overrides it.
 
     Why a private folder: a socket at a predictable path in ``/tmp`` can be squatted by another
     local user, whose fake engine would then answer every step "done". The folder is created
     with mode 0700 and checked with ``lstat`` each time (a real directory, not a symlink, owned
     by this user, no access for group or others); one that fails the check is refused with a
     :class:`ClientError`, never used (a folder of another user in the sticky ``/tmp`` cannot be
-    removed by us, and silently choosing another path would split client and engine).
+    removed by us, and silently choosing another path would split client and engine). Not
+    ``$XDG_RUNTIME_DIR``: logind removes it when the user's last session ends, which would cut a
+    run left going under ``nohup`` or ``tmux`` off from its engine.
     """
-    override = os.environ.get("L2LFLOW_RUNTIME_DIR")
-    if override:
-        path = override
-    else:
-        xdg = os.environ.get("XDG_RUNTIME_DIR")
-        base = xdg if xdg and _private_dir_problem(xdg) is None else None
-        path = (
-            os.path.join(base, "l2lflow")
-            if base
-            else os.path.join(tempfile.gettempdir(), f"l2lflow-{os.getuid()}")
-        )
+    path = os.environ.get("L2LFLOW_RUNTIME_DIR") or os.path.join(
+        tempfile.gettempdir(), f"l2lflow-{os.getuid()}"
+    )
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
     problem = _private_dir_problem(path)

@@ -210,16 +210,18 @@ class Engine:
             self.stop.set()
             self._send(conn, {"type": "result", "ok": True, "result": {"stopping": True}})
             return
+        run_pid = message.get("run_pid")
+        run_pid = run_pid if isinstance(run_pid, int) and run_pid > 0 else None
         if op == "claim":  # a new run announces itself before its first job (see client.claim)
             self.owner = run_id
-            self._watch_owner(message.get("run_pid"))
+            self._watch_owner(run_pid)
             self.deadline_override = None
             self.last_activity = time.monotonic()
             self._send(conn, {"type": "result", "ok": True, "result": {"pid": os.getpid()}})
             return
         with self.work_lock:
             if run_id != self.owner:
-                self._watch_owner(message.get("run_pid"))
+                self._watch_owner(run_pid)
             self.owner = run_id
             self.busy = True
             self.deadline_override = None
