@@ -82,14 +82,17 @@ n = 24
 params = [{"inner_lr": 0.05, "w_scale": 1.0}] * n
 contexts = [EvaluationContext(generation=0, individual=i, seed=i, task_seed=1) for i in range(n)]
 lsnn(params, list(range(n)), contexts=contexts, device="cpu", n_neurons=100, n_inputs=8,
-     n_steps=100, inner_steps=1, n_tasks=2, n_points=4, max_batch_slices=int(sys.argv[1]))
+     n_steps=200, inner_steps=1, n_tasks=2, n_points=4, max_batch_slices=int(sys.argv[1]))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
+@pytest.mark.slow  # two torch processes of 24 individuals x 2 tasks
+@pytest.mark.timeout(900)
 def test_splitting_lowers_the_peak_memory_as_estimated() -> None:
     """Peak RSS of 24 individuals x 2 tasks in one pass vs passes of 2 slices: the difference
-    is about the 46 slices' estimate (``slice_bytes`` errs on the safe side)."""
+    is about the 46 slices' estimate (``slice_bytes`` errs on the safe side: measured 45-60 %
+    of it at this size, where the allocator's reuse matters more than at the reference size)."""
 
     def peak_kib(max_slices: int) -> int:
         proc = subprocess.run(
@@ -103,6 +106,6 @@ def test_splitting_lowers_the_peak_memory_as_estimated() -> None:
 
     whole, split = peak_kib(48), peak_kib(2)
     saved = (whole - split) * 1024
-    estimate = (48 - 2) * slice_bytes(100, 8, 100)
+    estimate = (48 - 2) * slice_bytes(100, 8, 200)
     print(f"\npeak RSS one pass {whole} KiB, passes of 2 slices {split} KiB; estimate {estimate}")
-    assert 0.25 * estimate < saved <= 1.1 * estimate
+    assert 0.3 * estimate < saved <= 1.1 * estimate

@@ -150,6 +150,7 @@ def model(params, seed, *, context):
 
 
 @pytest.mark.slow  # three runs (a reference, the broken one, the fixed rerun): ~30 s idle
+@pytest.mark.timeout(900)
 def test_a_generation_that_fails_entirely_stops_snakemake_and_a_fixed_rerun_redoes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
