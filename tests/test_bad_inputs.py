@@ -380,7 +380,7 @@ def test_real_executable_gives_the_same_one_line(base, tmp_path: Path) -> None:
 
 def test_matrix_size() -> None:
     """The issue asks for >= 40 bad inputs besides the configs of test_config_errors.py."""
-    assert len(STORE_CASES) + len(CLI_CASES) >= 40
+    assert len(STORE_CASES) + len(CLI_CASES) >= 60
 
 
 # ---------------------------------------------------------------------------- l2lflow check

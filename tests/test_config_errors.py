@@ -481,8 +481,15 @@ CASES: list[Case] = [
     C(
         "population-beyond-memory",
         "population_size",
-        ("1,000,000,000 individuals", "memory", "estimate", "1.2 kB per individual", "available"),
+        ("1,000,000,000 individuals", "memory", "estimate", "1.2 kB per individual", "machine"),
         population_size=10**9,
+    ),
+    C(
+        "population-beyond-memory-cmaes",
+        "population_size",
+        ("1,000,000,000 individuals", "memory this machine has"),
+        population_size=10**9,
+        optimizer={"name": "cmaes"},
     ),
     C(
         "store-beyond-disk",
@@ -567,7 +574,7 @@ def test_bad_config_one_line(case: Case, tmp_path: Path, capsys, monkeypatch) ->
 def test_case_matrix_is_large() -> None:
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
-    assert len(ids) >= 45
+    assert len(ids) >= 90
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,10 @@ def test_built_in_nest_optimizees_seed_through_the_helper() -> None:
 @pytest.mark.nest
 def test_nest_refuses_the_raw_seed_and_accepts_the_mapped_one() -> None:
     """What a ported script meets with real NEST, and the documented way out."""
-    nest = pytest.importorskip("l2lflow.optimizees.nest.kernel").get_nest()
+    pytest.importorskip("nest")
+    from l2lflow.optimizees.nest.kernel import get_nest
+
+    nest = get_nest()
     seed = seeds.evaluation_seed(1, 0, 0)
     nest.ResetKernel()
     with pytest.raises(Exception, match="RNG seed must be in"):

@@ -447,6 +447,9 @@ def validate_config(raw: dict[str, Any], *, check_code: bool = True) -> dict[str
     config.setdefault("results", f"results/{config['name']}")
     _check_dashboard(config["execution"].get("dashboard", False))
     if check_code:
+        # before the optimizer is built: some allocate per individual (CMA-ES with 10^9 did not
+        # return); the machine's total memory, which a running engine does not change
+        _check_memory(config, _meminfo("MemTotal"), "of memory this machine has")
         _check_code(config)
     return config
 
@@ -483,15 +486,29 @@ def _size_text(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _available_memory() -> int | None:
-    """Memory this machine can still give a process (``MemAvailable``), or None if unknown."""
+def _meminfo(field: str) -> int | None:
+    """A ``/proc/meminfo`` figure in bytes (``MemAvailable``, ``MemTotal``), or None if unknown."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _check_memory(config: dict[str, Any], limit: int | None, what: str) -> None:
+    """Refuse a population whose engine memory estimate exceeds ``limit`` bytes (``what``)."""
+    population = int(config["population_size"])
+    values = population * len(config["space"])
+    memory = population * ENGINE_BYTES_PER_INDIVIDUAL + values * ENGINE_BYTES_PER_VALUE
+    if limit is not None and memory > limit:
+        raise ConfigError(
+            f"population_size: {population:,} individuals need about {_size_text(memory)} of "
+            f"memory in the engine (estimate: {_size_text(memory / population)} per individual "
+            f"with {len(config['space'])} parameter(s)), more than the {_size_text(limit)} "
+            f"{what}; use a smaller population"
+        )
 
 
 def _existing_folder(path: Path) -> Path:
@@ -561,17 +578,10 @@ def check_capacity(
     ``l2lflow validate``, not by every step: a running engine's own memory and store would count
     against it.
     """
+    limit = _meminfo("MemAvailable") if available_memory is None else available_memory
+    _check_memory(config, limit, "available on this machine")
     population = int(config["population_size"])
     values = population * len(config["space"])
-    memory = population * ENGINE_BYTES_PER_INDIVIDUAL + values * ENGINE_BYTES_PER_VALUE
-    limit = _available_memory() if available_memory is None else available_memory
-    if limit is not None and memory > limit:
-        raise ConfigError(
-            f"population_size: {population:,} individuals need about {_size_text(memory)} of "
-            f"memory in the engine (estimate: {_size_text(memory / population)} per individual "
-            f"with {len(config['space'])} parameter(s)), more than the {_size_text(limit)} "
-            "available on this machine; use a smaller population"
-        )
     generations = int(config["generations"])
     per_generation = (
         population * STORE_BYTES_PER_INDIVIDUAL
