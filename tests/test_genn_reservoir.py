@@ -202,3 +202,20 @@ def test_the_outer_loop_improves_the_genn_reservoir(tmp_path: Path) -> None:
     assert ds.task_accuracy.shape == (4, 8, 2)
     assert ds.meta_test_task_accuracy.shape == (2, 2)
     assert (ds.meta_test_fitness.values > 1 / 3).all()  # above chance on new tasks
+
+
+@needs_pygenn
+def test_genn_reservoir_keeps_the_optimizee_contract_through_the_sandbox() -> None:
+    """What a run relies on, through the path a run uses (sandbox processes): the same bits in
+    two fresh processes (each loads the compiled model from the cache), batch invariance, and a
+    bad parameter set failing alone."""
+    from l2lflow.testing import check_optimizee
+
+    report = check_optimizee(
+        "genn.reservoir",
+        space={k: dict(v) for k, v in genn_reservoir.DEFAULT_SPACE.items()},
+        options={**SMALL, "n_tasks": 1, "backend": "single_threaded_cpu"},
+        individuals=3,
+        bad_params={"tau_m": -1.0},
+    )
+    assert report.checks == ["determinism", "batch invariance", "bad-parameter isolation"]
