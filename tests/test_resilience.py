@@ -644,6 +644,7 @@ MANY_AIMS = {
 }
 
 
+@pytest.mark.timeout(900)  # 6 Snakemake runs: minutes on a loaded 2-core machine
 def test_aimed_kills_one_per_phase(tmp_path: Path, aimed_reference: Path) -> None:
     """A SIGKILL of the whole run in store creation, sample (a half-grown generation), just
     after aggregate (its sentinel written, Snakemake never told), evaluate (results written,
@@ -659,6 +660,7 @@ def test_aimed_kills_one_per_phase(tmp_path: Path, aimed_reference: Path) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 41 Snakemake runs
 def test_aimed_kills_at_every_point_of_every_phase(tmp_path: Path, aimed_reference: Path) -> None:
     """35 aimed kills: for each phase one run killed at every point of that phase, each kill
     followed by the plain command; every run ends bitwise equal to the uninterrupted run."""
