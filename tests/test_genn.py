@@ -191,3 +191,23 @@ def test_a_second_process_reuses_the_compiled_model(tmp_path: Path) -> None:
     assert child() == first
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # not rewritten, not relinked
     assert list(cwd.iterdir()) == []
+
+
+@needs_pygenn
+def test_a_backend_this_pygenn_lacks_is_refused_or_falls_back_with_a_warning(
+    monkeypatch, caplog
+) -> None:
+    """PyGeNN builds its CUDA backend only with CUDA_PATH set at install time: an explicit
+    ``cuda`` on such a build is refused with the reason; ``auto`` on a worker given a GPU runs on
+    the CPU backend and says so."""
+    from pygenn.genn_model import backend_modules
+
+    if "cuda" in backend_modules:
+        assert genn.available_backend("cuda") == "cuda"
+        return
+    with pytest.raises(ValueError, match="backend 'cuda' is not in this PyGeNN build.*CUDA_PATH"):
+        genn.available_backend("cuda")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with caplog.at_level("WARNING", logger="l2lflow.genn"):
+        assert genn.available_backend("auto") == "single_threaded_cpu"
+    assert "built without the CUDA backend" in caplog.text

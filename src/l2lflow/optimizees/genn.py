@@ -29,7 +29,7 @@ differ from the CPU in the last bits of float arithmetic).
 
 Where the generated code goes: GeNN writes ``<name>_CODE/`` and runs ``make`` in the folder it
 is given. l2lflow gives it ``<cache>/<name>-<hash>``, where the hash covers everything that
-changes the generated code (the defining module's source, the shape, backend, precision, the
+changes the generated code (the model's Python source, the shape, backend, precision, the
 PyGeNN version) and ``<cache>`` is the ``build_dir`` option, else ``$L2LFLOW_GENN_CACHE``, else
 ``<tmp>/l2lflow-genn-<uid>``: never the user's working directory. Concurrent workers on one node
 share a folder safely: the build (generation and ``make``) holds an exclusive file lock, and a
@@ -144,6 +144,21 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to 2 meanwhile: ``make`` (run by GeNN) prints its progress to
+    stdout, which belongs to the caller's results (a benchmark's last line, a CLI's output)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 @dataclass
 class CompiledModel:
     """A built GeNN model, kept for the life of the worker process, and its groups by name."""
@@ -224,8 +239,9 @@ def compiled_model(
     """The model ``name`` of this shape, defined by ``define(model)`` and built on first use.
 
     ``define`` adds the populations to a fresh ``GeNNModel`` and returns them by name; the
-    model's source (the module ``define`` lives in) is part of the cache key, so editing it
-    never reuses stale generated code.
+    model's source (the module ``define`` lives in, and this one) is part of the cache key, so
+    editing it never reuses stale generated code. ``build_dir`` matters for the first build of
+    a shape in a process; later calls reuse that model.
     """
     global BUILD_COUNT
     if precision not in ("float", "double"):
@@ -234,14 +250,18 @@ def compiled_model(
     if key in _COMPILED:
         return _COMPILED[key]
     pygenn = _pygenn()
-    source = Path(sys.modules[define.__module__].__file__ or "").read_bytes()
+    # the model's code lives in the defining module and in this one (shared snippets)
+    source = b"".join(
+        Path(f).read_bytes()
+        for f in sorted({__file__, sys.modules[define.__module__].__file__ or ""})
+    )
     digest = hashlib.sha256(repr((key, pygenn.__version__)).encode() + source).hexdigest()[:16]
     folder = cache_root(build_dir) / f"{name}-{digest}"
     model = pygenn.GeNNModel(precision, name, backend=backend)
     model.dt = float(dt)
     model.batch_size = int(batch_size)
     groups = define(model)
-    with _exclusive(folder.with_suffix(".lock")):
+    with _exclusive(folder.with_suffix(".lock")), _stdout_to_stderr():
         folder.mkdir(parents=True, exist_ok=True)
         model.build(path_to_model=str(folder))
     BUILD_COUNT += 1
