@@ -6,6 +6,8 @@ import socket
 import ssl
 from pathlib import Path
 
+import pytest
+
 from l2lflow.execution import start_pools
 
 
@@ -38,6 +40,7 @@ def _raw_tls(host: str, port: int, cert: tuple[str, str] | None) -> str:
             return "accepted"  # the handshake stood and the scheduler waits for our request
 
 
+@pytest.mark.resilience
 def test_local_scheduler_itself_refuses_strangers(tmp_path: Path) -> None:
     """The scheduler (server side) refuses a stranger: one with its own throw-away TLS
     credentials, one with TLS but no certificate, one without TLS; the run's own credentials
@@ -85,6 +88,7 @@ def test_local_scheduler_itself_refuses_strangers(tmp_path: Path) -> None:
         pools.close()
 
 
+@pytest.mark.resilience
 def test_a_worker_killed_while_the_cluster_starts_does_not_fail_the_run(tmp_path: Path) -> None:
     """SIGKILL of the first worker process the moment it exists ("Nanny failed to start" in
     distributed): the cluster starts anyway, with all its workers, and runs tasks."""

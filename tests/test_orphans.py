@@ -22,6 +22,8 @@ from helpers import TAG_VAR, run_snakemake, snakemake_cmd, write_config
 from l2lflow import runner
 from l2lflow.runner import EvaluationSpec, Sandbox, evaluate_chunk
 
+pytestmark = pytest.mark.resilience
+
 USERMODULES = Path(__file__).resolve().parent / "usermodules"
 #: how long the killers may take once the sandbox is gone (a loaded 2-core machine)
 GONE_WITHIN_S = 60.0

@@ -25,6 +25,8 @@ from helpers import run_snakemake, write_config
 from l2lflow import client
 from l2lflow.client import ClientError, socket_path
 
+pytestmark = pytest.mark.resilience
+
 STRANGER = "l2lflow-stranger"
 
 #: a fake engine that answers every request "done", as another user would run it

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from helpers import run_snakemake, write_config
 
+pytestmark = [pytest.mark.resilience, pytest.mark.nest]
+
 USERMODULES = Path(__file__).resolve().parent / "usermodules"
 
 pytest.importorskip("nest")
