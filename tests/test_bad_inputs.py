@@ -766,3 +766,12 @@ def test_full_disk_mid_run_one_line_then_resume(tmp_path: Path, mounts) -> None:
         [*cmd, "--generations", "2"], capture_output=True, text=True, timeout=240
     )
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_validate_says_a_compatible_store_resumes(base, capsys) -> None:
+    cfg, results = base
+    before = tree_hash(results / "results.zarr")
+    code, out, err = run_cli(["validate", cfg], capsys)
+    assert code == 0 and err == "", err
+    assert out.strip().endswith(f"results in {results}, resumes the store there)"), out
+    assert tree_hash(results / "results.zarr") == before
