@@ -657,10 +657,14 @@ def _mount_tmpfs(path: Path, options: str) -> None:
 
 @pytest.fixture
 def mounts():
+    """Paths to undo after the test: tmpfs mounts (unmounted) and immutable folders (freed)."""
     mounted: list[Path] = []
     yield mounted
     for path in mounted:
-        subprocess.run(["umount", "-l", str(path)], check=False)
+        if path.name == "locked":
+            subprocess.run(["chattr", "-i", str(path)], check=False)
+        else:
+            subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def _results_case(kind: str, tmp_path: Path, mounts: list[Path]) -> tuple[Path, str]:
@@ -676,10 +680,14 @@ def _results_case(kind: str, tmp_path: Path, mounts: list[Path]) -> tuple[Path, 
         mounts.append(tmp_path / "ro")
         return tmp_path / "ro" / "s", "read-only file system"
     assert kind == "folder-not-writable"
-    if os.geteuid() == 0:
-        pytest.skip("root writes into any folder: the permission case needs another user")
-    (tmp_path / "locked").mkdir(mode=0o555)
-    return tmp_path / "locked" / "s", "not writable for this user"
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root writes into any folder, but not into an immutable one
+        proc = subprocess.run(["chattr", "+i", str(locked)], text=True, capture_output=True)
+        if proc.returncode != 0:
+            pytest.skip(f"root writes into any folder, and chattr +i fails: {proc.stderr}")
+        mounts.append(locked)
+    return locked / "s", "not writable for this user"
 
 
 RESULTS_KINDS = [
