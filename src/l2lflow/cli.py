@@ -50,40 +50,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from l2lflow.workflow import check_execution_here
 
     check_execution_here(config["execution"])
+    from l2lflow.display import RunDisplay
+
     lock = StoreLock(config["results"])
     lock.acquire()
+    display = RunDisplay(sys.stdout)  # the same view as under Snakemake; errors go to stderr
+    summary = True
     try:
+        display.attach(config["results"], config)
         exp = Experiment(config)
-        exp.run(on_progress=_printer())
+        exp.run(on_progress=lambda p: display.progress(p.as_dict()), on_step=display.step)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        summary = False  # the error line says what went wrong
+        raise
     finally:
         lock.release()
-    from l2lflow.status import render_status
-
-    print(render_status(config["results"]))
+        display.close(summary=summary)
     return 0
-
-
-def _printer():
-    import time
-
-    last = [0.0]
-
-    def show(p) -> None:
-        now = time.monotonic()
-        if now - last[0] > 2.0 or p.running == 0:
-            last[0] = now
-            print(
-                f"generation {p.generation}: {p.done} done, {p.failed} failed, "
-                f"{p.running} running of {p.total}",
-                file=sys.stderr,
-            )
-
-    return show
 
 
 def _cmd_step(args: argparse.Namespace) -> int:
     from l2lflow.client import request, run_step
+    from l2lflow.progress_channel import redirect_stderr
 
+    redirect_stderr()  # under the l2lflow display, which shows it with the failed job
     if args.op == "claim":
         from l2lflow.client import claim
 

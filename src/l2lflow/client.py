@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from l2lflow.progress_channel import ProgressFile, display_dir
+
 LOCK_NAME = ".l2lflow.lock"
 ENGINE_LOG = "logs/engine.log"
 EXIT_LOCKED = 75
@@ -292,10 +294,10 @@ class _ProgressView:
         elif time.monotonic() - self.last_line > 5.0 or finished == total:
             self.last_line = time.monotonic()
             rate = finished / p["elapsed"] if p["elapsed"] > 0 else 0.0
-            eta = (total - finished) / rate if rate > 0 else float("nan")
+            eta = f"{(total - finished) / rate:.0f} s" if rate > 0 else "?"
             print(
                 f"generation {p['generation']}: {done} done, {failed} failed, "
-                f"{p['running']} running of {total} (ETA {eta:.0f} s)",
+                f"{p['running']} running of {total} (ETA {eta})",
                 file=sys.stderr,
                 flush=True,
             )
@@ -325,7 +327,8 @@ def request(
         # the process of the run (Snakemake) this step belongs to: the engine stops when it dies
         "run_pid": _run_pid(),
     }
-    view = _ProgressView()
+    folder = display_dir()  # a display (the Snakemake logger plugin) draws the progress
+    view = ProgressFile(folder, results_dir) if folder is not None else _ProgressView()
     try:
         sock.sendall((json.dumps(message) + "\n").encode())
         reader = sock.makefile("r", encoding="utf-8")

@@ -19,7 +19,7 @@ import queue as queue_module
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,14 @@ CHUNKS_PER_WORKER = 2
 
 @dataclass
 class Progress:
-    """Counts of one generation's evaluation, sent to the progress bar."""
+    """Counts of one generation's evaluation, sent to the progress display.
+
+    ``running`` counts the evaluations that are really running (one per busy worker thread,
+    a whole batch for a batched optimizee), not those queued on the workers; ``best`` and
+    ``mean`` are over this generation's successful evaluations so far; ``reasons`` counts the
+    final failures by reason (``timeout``, ``exception``, ``nan``, ``worker``, ...); ``workers``
+    is the number of connected workers per pool (filled in by the experiment).
+    """
 
     generation: int
     total: int
@@ -43,6 +50,10 @@ class Progress:
     running: int = 0
     retried: int = 0
     started: float = 0.0
+    best: float = math.nan
+    mean: float = math.nan
+    reasons: dict[str, int] = field(default_factory=dict)
+    workers: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +64,10 @@ class Progress:
             "running": self.running,
             "retried": self.retried,
             "elapsed": time.time() - self.started,
+            "best": self.best,
+            "mean": self.mean,
+            "reasons": dict(self.reasons),
+            "workers": dict(self.workers),
         }
 
 
@@ -158,6 +173,18 @@ def evaluate_generation(
     progress.failed = int(np.sum(status == FAILED)) - int(np.sum(status[todo] == FAILED))
     if not todo:
         return progress
+    maximize = config.get("direction", "minimize") == "maximize"
+    stored = np.asarray(store.fitness(generation), dtype=np.float64)
+    good = [float(f) for f in stored[(status == DONE) & np.isfinite(stored)]]
+
+    def note_fitness(value: float | None = None) -> None:
+        if value is not None and math.isfinite(value):
+            good.append(value)
+        if good:
+            progress.best = max(good) if maximize else min(good)
+            progress.mean = float(np.mean(good))
+
+    note_fitness()
     params = store.parameters(generation)
     seeds = store.seeds(generation)
     names = list(params)
@@ -208,7 +235,7 @@ def evaluate_generation(
             for fut, chunk in zip(futures, chunks, strict=True):
                 in_flight[fut] = chunk
                 fut.add_done_callback(finished.put)
-        progress.running = sum(len(c) for c in in_flight.values())
+        progress.running = _really_running(in_flight, workers, spec.batched)
 
     shapes = store.result_shapes()
 
@@ -226,6 +253,7 @@ def evaluate_generation(
                 }
             )
             progress.done += 1
+            note_fitness(float(result.get("fitness", math.nan)))
         elif attempt < retries and result.get("reason") not in DETERMINISTIC_FAILURES:
             queue.append((i, attempt + 1))
             progress.retried += 1
@@ -245,6 +273,8 @@ def evaluate_generation(
                 }
             )
             progress.failed += 1
+            reason = str(result.get("reason", "error"))
+            progress.reasons[reason] = progress.reasons.get(reason, 0) + 1
 
     try:
         submit_more()
@@ -268,6 +298,7 @@ def evaluate_generation(
                 for (i, attempt), result in zip(chunk, results, strict=True):
                     record(i, attempt, result)
             submit_more()
+            progress.running = _really_running(in_flight, workers, spec.batched)
             if buffer and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
                 store.write_results(generation, buffer)
                 buffer.clear()
@@ -301,6 +332,13 @@ def _stop_if_all_failed(store: ResultStore, generation: int, config: dict[str, A
         "The failures are in the store (`l2lflow status`, ds.l2l.failures()); fix the "
         "optimizee and run again: the generation is evaluated again."
     )
+
+
+def _really_running(in_flight: dict[Any, list], workers: int, batched: bool) -> int:
+    """Evaluations running now: a worker thread runs one chunk at a time, one individual after
+    another (a batched optimizee: the whole batch at once); the other chunks wait in its queue."""
+    busy = list(in_flight.values())[:workers]
+    return sum(len(c) for c in busy) if batched else len(busy)
 
 
 def _finished_some(finished: queue_module.Queue, timeout: float) -> list[Any]:

@@ -10,8 +10,10 @@ keeps the optimizer in memory, so neither costs anything in an uninterrupted run
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -233,11 +235,31 @@ class Experiment:
             self.evaluation_spec(),
             self.config,
             task_seed=seeds.task_seed(int(self.config["seed"]), generation),
-            on_progress=on_progress,
+            on_progress=self._with_workers(on_progress),
             should_stop=should_stop,
             resources={"GPU": 1} if pool == "gpu" else None,
         )
         return {"generation": generation, **progress.as_dict()}
+
+    def _with_workers(
+        self, on_progress: Callable[[Progress], None] | None
+    ) -> Callable[[Progress], None] | None:
+        """``on_progress`` with the connected workers per pool filled in (asked at most once a
+        second: each count is a round trip to a scheduler)."""
+        if on_progress is None:
+            return None
+        asked = [-math.inf]
+
+        def show(progress: Progress) -> None:
+            now = time.monotonic()
+            if now - asked[0] >= 1.0 or not progress.workers:
+                asked[0] = now
+                pools = self.pools()
+                with contextlib.suppress(Exception):  # a scheduler mid-restart: keep the last
+                    progress.workers = {name: pools.worker_count(name) for name in pools.clients}
+            on_progress(progress)
+
+        return show
 
     def aggregate(self, generation: int) -> dict[str, Any]:
         """Tell the optimizer the generation's fitness and checkpoint its state in the store."""
@@ -368,15 +390,32 @@ class Experiment:
         return {"meta_test": len(results), "scores": scores}
 
     # ------------------------------------------------------------------ all in one process
-    def run(self, *, on_progress: Callable[[Progress], None] | None = None) -> None:
-        """Run every missing step up to ``generations`` (resumes where the store stands)."""
+    def run(
+        self,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_step: Callable[[str, int, dict[str, Any] | None], None] | None = None,
+    ) -> None:
+        """Run every missing step up to ``generations`` (resumes where the store stands).
+
+        ``on_step(step, generation, result)`` is called before each step (``result`` None) and
+        after it (its result), so that a display can follow the run as it follows Snakemake's.
+        """
+
+        def step(name: str, generation: int, do: Callable[[], dict[str, Any]]) -> None:
+            if on_step is not None:
+                on_step(name, generation, None)
+            result = do()
+            if on_step is not None:
+                on_step(name, generation, result)
+
         try:
             for g in range(self.store.n_aggregated(), self.generations):
-                self.sample(g)
-                self.evaluate(g, on_progress=on_progress)
-                self.aggregate(g)
+                step("sample", g, lambda g=g: self.sample(g))
+                step("evaluate", g, lambda g=g: self.evaluate(g, on_progress=on_progress))
+                step("aggregate", g, lambda g=g: self.aggregate(g))
             if self.meta_test_config is not None:
-                self.meta_test()
+                step("meta_test", self.generations - 1, self.meta_test)
         finally:
             self.close()
 

@@ -7,15 +7,25 @@ evaluation's end, so the pipeline's own overhead (sample, aggregate) is included
 time runs from the first evaluation's start to the last evaluation's end (to now while the run
 is going), so it is the sum of the generations' durations. Pauses (the run stopped and was
 resumed later) are left out of both: a stretch longer than ``max(60 s, 3 × the longest
-evaluation)`` without any evaluation starting or ending counts as a pause. The ETA is the mean duration of the finished generations × the generations still to
-run, where a generation in progress counts by its fraction of pending individuals.
+evaluation)`` without any evaluation starting or ending counts as a pause. The ETA is the mean
+duration of the finished generations × the generations still to run, where a generation in
+progress counts by its fraction of pending individuals.
+
+Whether a run is going is not guessed from the time since the last result: the process that
+holds the results folder's lock (the engine, or ``l2lflow run``) wrote its pid and host into the
+lock file, and a run is "running" exactly while that process lives, so a run stopped by Ctrl-C or
+a kill reads "not running" at once (a run on another host falls back to the time since the
+last result). Multi-objective runs report their Pareto front (size and hypervolume) instead of a
+"best" of a scalar that means nothing there.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +52,9 @@ class GenerationStatus:
     #: the optimizer has been told the results (checkpoint written)
     aggregated: bool
     last_finished: float
+    #: multi-objective runs: individuals on the generation's Pareto front and its hypervolume
+    front_size: int | None = None
+    hypervolume: float = math.nan
 
 
 @dataclass
@@ -61,13 +74,27 @@ class RunStatus:
     idle_s: float
     best: dict[str, Any] | None = None
     meta_test: list[dict[str, Any]] = field(default_factory=list)
+    #: whether the process that holds the results (engine or `l2lflow run`) lives; None when
+    #: it runs on another host (then the time since the last result decides)
+    engine_alive: bool | None = None
+    #: multi-objective runs: the last generation's front (size, hypervolume, reference, objectives)
+    front: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> str:
+        """``finished``, ``running`` or ``not running``."""
+        if self.finished:
+            return "finished"
+        if self.engine_alive is not None:
+            return "running" if self.engine_alive else "not running"
+        return "running" if self.idle_s <= MIN_PAUSE_S else "not running"
 
     @property
     def n_aggregated(self) -> int:
         return sum(r.aggregated for r in self.rows)
 
     def as_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return _jsonable({**asdict(self), "state": self.state})
 
 
 def _results_dir(path: str | Path) -> Path:
@@ -197,6 +224,21 @@ def run_status(results: str | Path, *, now: float | None = None) -> RunStatus:
             "params": params,
         }
 
+    fronts = pareto_fronts(store, config, n)
+    front = None
+    if fronts is not None:
+        for row, size, hv in zip(rows, fronts["sizes"], fronts["hypervolume"], strict=True):
+            row.front_size, row.hypervolume = int(size), float(hv)
+        last = max((r.generation for r in rows if r.aggregated), default=None)
+        if last is not None:
+            front = {
+                "generation": last,
+                "size": int(fronts["sizes"][last]),
+                "hypervolume": float(fronts["hypervolume"][last]),
+                "reference": [float(v) for v in fronts["reference"]],
+                "objectives": fronts["objectives"],
+            }
+
     return RunStatus(
         name=str(store.attrs.get("name", config.get("name", "?"))),
         direction=direction,
@@ -209,9 +251,82 @@ def run_status(results: str | Path, *, now: float | None = None) -> RunStatus:
         eta_s=float(eta),
         finished=bool(finished_all),
         idle_s=float(idle_s),
-        best=best_info,
+        best=None if front is not None else best_info,
         meta_test=_meta_test(store),
+        engine_alive=engine_alive(_results_dir(results)),
+        front=front,
     )
+
+
+def engine_alive(results_dir: str | Path) -> bool | None:
+    """Whether the process holding ``results_dir``'s lock (engine or ``l2lflow run``) lives.
+
+    The holder writes ``PID HOST`` into the lock file (see :class:`l2lflow.client.StoreLock`);
+    the file stays after it died. False: no holder ever, or it is gone (a reused pid that is no
+    l2lflow process counts as gone); None: it runs on another host, which this cannot see.
+    """
+    from l2lflow.client import LOCK_NAME
+
+    try:
+        pid_text, host = (Path(results_dir) / LOCK_NAME).read_text().split()[:2]
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return False
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # no /proc (macOS): the pid lives
+        return True
+    return b"l2lflow" in cmdline
+
+
+def pareto_fronts(store: ResultStore, config: dict[str, Any], n: int) -> dict[str, Any] | None:
+    """Per generation: the Pareto front's size and hypervolume (2 objectives), or None for a
+    single-objective run.
+
+    The hypervolume is measured in loss space (every objective minimised) up to one fixed
+    reference point for the whole run, the worst value of each objective over all successful
+    evaluations plus 10 % of its range, so that the values of different generations compare.
+    """
+    objectives = (config.get("optimizee") or {}).get("objectives") or []
+    if len(objectives) < 2 or not store.has("objectives") or not store.has("pareto_rank"):
+        return None
+    from l2lflow.optimizers.nsga2 import hypervolume_2d
+
+    values = np.asarray(store.array("objectives")[:n], dtype=np.float64)
+    ranks = np.asarray(store.array("pareto_rank")[:n])
+    signs = np.array(
+        [
+            1.0 if o.get("direction", config.get("direction", "minimize")) == "minimize" else -1.0
+            for o in objectives
+        ]
+    )
+    loss = values * signs
+    ok = np.all(np.isfinite(loss), axis=-1) & (ranks >= 0)
+    sizes = np.sum(ranks == 0, axis=1)
+    hv = np.full(len(loss), math.nan)
+    reference = np.full(len(objectives), math.nan)
+    if ok.any() and len(objectives) == 2:
+        good = loss[ok]
+        lo, hi = good.min(axis=0), good.max(axis=0)
+        reference = hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)
+        for g in range(len(loss)):
+            front = loss[g][(ranks[g] == 0) & ok[g]]
+            if front.size:
+                hv[g] = hypervolume_2d(front, (float(reference[0]), float(reference[1])))
+    return {
+        "sizes": sizes,
+        "hypervolume": hv,
+        "reference": reference * signs,  # in the objectives' own units and signs
+        "objectives": [o["name"] for o in objectives],
+    }
 
 
 def _meta_test(store: ResultStore) -> list[dict[str, Any]]:
@@ -262,22 +377,29 @@ def _num(value: float, width: int = 12) -> str:
 
 def format_status(st: RunStatus, *, max_rows: int | None = None) -> str:
     """A plain-text table of a :class:`RunStatus`."""
-    state = "finished" if st.finished else "running" if st.idle_s <= 60 else "not running"
+    state = st.state
+    multi = st.front is not None or any(r.front_size is not None for r in st.rows)
     lines = [
         f"experiment {st.name}: {len(st.rows)}/{st.generations} generations sampled, "
         f"{st.n_aggregated} finished, {st.population_size} individuals each "
         f"({st.direction} {st.fitness_name}; {state})",
-        f"{'gen':>5} {'done':>6} {'failed':>6} {'pending':>7} {'best':>12} {'mean':>12} "
-        f"{'time':>8}",
+        f"{'gen':>5} {'done':>6} {'failed':>6} {'pending':>7} "
+        + (f"{'front':>12} {'hypervolume':>12} " if multi else f"{'best':>12} {'mean':>12} ")
+        + f"{'time':>8}",
     ]
     rows = st.rows
     if max_rows is not None and len(rows) > max_rows:
         lines.append(f"  ... {len(rows) - max_rows} earlier generations")
         rows = rows[len(rows) - max_rows :]
     for r in rows:
+        if multi:
+            size = f"{r.front_size:>12}" if r.front_size is not None else f"{'-':>12}"
+            middle = f"{size} {_num(r.hypervolume)}"
+        else:
+            middle = f"{_num(r.best)} {_num(r.mean)}"
         lines.append(
-            f"{r.generation:>5} {r.done:>6} {r.failed:>6} {r.pending:>7} {_num(r.best)} "
-            f"{_num(r.mean)} {_duration(r.duration_s):>8}"
+            f"{r.generation:>5} {r.done:>6} {r.failed:>6} {r.pending:>7} {middle} "
+            f"{_duration(r.duration_s):>8}"
         )
     timing = f"elapsed {_duration(st.elapsed_s)}"
     if math.isfinite(st.generation_s):
@@ -291,6 +413,13 @@ def format_status(st: RunStatus, *, max_rows: int | None = None) -> str:
     else:
         timing += ", ETA ? (no result yet)"
     lines.append(timing)
+    if st.front is not None:
+        f = st.front
+        lines.append(
+            f"Pareto front (generation {f['generation']}): {f['size']} individuals, hypervolume "
+            f"{f['hypervolume']:.6g} ({', '.join(f['objectives'])}; reference point "
+            f"{', '.join(f'{v:.4g}' for v in f['reference'])})"
+        )
     if st.best is not None:
         b = st.best
         shown = ", ".join(
@@ -326,7 +455,9 @@ def watch(results: str | Path, interval: float = 2.0, *, until_done: bool = True
             try:
                 st = run_status(results)
                 text = format_status(st, max_rows=max(rows, 5))
-            except StoreError as exc:  # not created yet
+            except StoreError as exc:
+                if not _run_starting(results):  # a mistyped path: the error `status` gives
+                    raise
                 st, text = None, f"waiting for the results store ({exc})"
             stamp = time.strftime("%H:%M:%S")
             print(f"\033[2J\033[H{text}\n(refreshed {stamp}; Ctrl-C to stop)", flush=True)
@@ -335,6 +466,22 @@ def watch(results: str | Path, interval: float = 2.0, *, until_done: bool = True
             time.sleep(interval)
     except KeyboardInterrupt:
         return 0
+
+
+#: a run whose Snakefile wrote the resolved config this recently may still start its engine
+STARTING_S = 60.0
+
+
+def _run_starting(results: str | Path) -> bool:
+    """Whether a run is creating this store: its engine lives, or Snakemake just wrote the
+    resolved config the engine will read (the first step starts the engine)."""
+    folder = _results_dir(results)
+    if engine_alive(folder):
+        return True
+    try:
+        return time.time() - (folder / "config.json").stat().st_mtime < STARTING_S
+    except OSError:
+        return False
 
 
 def _meta_test_settled(st: RunStatus, results: str | Path) -> bool:
