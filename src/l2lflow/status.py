@@ -261,30 +261,40 @@ def run_status(results: str | Path, *, now: float | None = None) -> RunStatus:
 def engine_alive(results_dir: str | Path) -> bool | None:
     """Whether the process holding ``results_dir``'s lock (engine or ``l2lflow run``) lives.
 
-    The holder writes ``PID HOST`` into the lock file (see :class:`l2lflow.client.StoreLock`);
-    the file stays after it died. False: no holder ever, or it is gone (a reused pid that is no
-    l2lflow process counts as gone); None: it runs on another host, which this cannot see.
+    The holder takes an exclusive ``flock`` on the lock file, which the kernel drops when it
+    dies, and writes ``PID HOST`` into it (the text stays after its death). On this host the
+    kernel's lock table (``/proc/locks``) says whether anyone holds the lock, so a reused pid
+    cannot fool it; without ``/proc`` the pid is asked. False: never locked, or the holder is
+    gone; None: the holder runs on another host, which this cannot see.
     """
     from l2lflow.client import LOCK_NAME
 
+    path = Path(results_dir) / LOCK_NAME
     try:
-        pid_text, host = (Path(results_dir) / LOCK_NAME).read_text().split()[:2]
+        pid_text, host = path.read_text().split()[:2]
         pid = int(pid_text)
+        st = path.stat()
     except (OSError, ValueError):
         return False
     if host != socket.gethostname():
         return None
+    try:
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        table = None
+    if table is not None:
+        key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        return any(
+            "FLOCK" in line and "->" not in line and key in line.split()
+            for line in table.splitlines()
+        )
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
         return True
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:  # no /proc (macOS): the pid lives
-        return True
-    return b"l2lflow" in cmdline
+    return True
 
 
 def pareto_fronts(store: ResultStore, config: dict[str, Any], n: int) -> dict[str, Any] | None:
