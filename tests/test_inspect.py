@@ -466,7 +466,7 @@ def test_plots_of_a_store_with_tasks(stores, tmp_path, capsys) -> None:
     assert main(["plot", str(stores["finished"]), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["fitness.png", "parameters.png", "runtime.png", "tasks.png"]
+    assert names == ["fitness.png", "metrics.png", "parameters.png", "runtime.png", "tasks.png"]
     for name in names:
         _assert_png(out / name)
         assert str(out / name) in printed
@@ -484,7 +484,45 @@ def test_plot_of_a_store_without_tasks_writes_no_heatmap(tmp_path) -> None:
     ds = ds.drop_vars("task_accuracy")
     assert plot_tasks(ds, tmp_path / "t.png") is None
     written = write_figures(ds, tmp_path / "figs")
-    assert sorted(written) == ["fitness", "parameters", "runtime"]
+    assert sorted(written) == ["fitness", "metrics", "parameters", "runtime"]
+
+
+def test_figures_read_without_the_config(tmp_path) -> None:
+    """Units on the parameter axes, the chance level, meta-test markers side by side, readable
+    heatmap numbers, and a symlog axis where a penalty would flatten a curve."""
+    from l2lflow import plots
+
+    path = build_store(tmp_path / "units", generations=3, complete=3, meta_test=True)
+    ds = l2lflow.open_results(path).load()
+    config = ds.attrs["l2lflow"]["config"]
+    config["space"]["b"]["unit"] = "ms"
+    config["optimizee"] = {"name": "nest.reservoir", "options": {"n_classes": 4}}
+    assert plots.chance_level(ds) == pytest.approx(0.25)
+    assert plots.chance_level({"optimizee": {"name": "sphere"}}) is None
+    fig = plots.plot_parameters(ds, None)
+    labels = {ax.get_title(): ax.get_ylabel() for ax in fig.axes if ax.get_title()}
+    assert labels["b"] == "ms" and labels["a"] == ""
+    # two meta-test scores that are equal: both markers visible, apart, each labelled
+    ds["meta_test_fitness"].values[:] = [0.5, 0.5]
+    ds["meta_test_status"].values[:] = [DONE, DONE]
+    ax = plots.plot_fitness(ds, None).axes[0]
+    stars = next(c for c in ax.collections if c.get_label() == "meta-test (held-out tasks)")
+    xs = stars.get_offsets()[:, 0]
+    assert len(set(np.round(xs, 6))) == 2
+    assert {t.get_text() for t in ax.texts} >= {"#0", "#1"}
+    chance = [line for line in ax.lines if line.get_label().startswith("chance")]
+    assert chance and chance[0].get_ydata()[0] == pytest.approx(0.25)
+    tasks = plots.plot_tasks(ds, None)
+    numbers = [t for t in tasks.axes[0].texts if t.get_text()[:1].isdigit()]
+    assert numbers and min(t.get_fontsize() for t in numbers) >= 9
+    # a penalty returned by a few evaluations would flatten the curve: symlog
+    fitness = ds["fitness"].values
+    assert plots._flattened_by_outliers(fitness[np.isfinite(fitness)]) is None
+    ds["metric_chance"].values[0, 0] = -1e6
+    metrics = plots.plot_metrics(ds, None)
+    assert metrics.axes[0].get_yscale() == "symlog" and metrics.axes[0].get_title() == "chance"
+    ds["fitness"].values[0, :2] = -1e6
+    assert plots.plot_fitness(ds, None).axes[0].get_yscale() == "symlog"
 
 
 # ---------------------------------------------------------------------------- export
@@ -649,3 +687,90 @@ def test_status_while_snakemake_runs_then_everything_on_its_store(tmp_path) -> N
         read=True,
     ).result()
     assert arr.read().result().tobytes() == ds.fitness.values.tobytes()
+
+
+# ---------------------------------------------------------------------------- optimizer state, Pareto
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory):
+    """One local worker pool for the small in-process runs below."""
+    from l2lflow.execution import start_pools
+
+    pool = start_pools(
+        {"backend": "local", "workers": 1},
+        local_directory=str(tmp_path_factory.mktemp("dask")),
+    )
+    yield pool
+    pool.close()
+
+
+def _run(tmp_path, pools, name: str, **overrides) -> Path:
+    from l2lflow.experiment import Experiment
+
+    cfg = yaml_config(tmp_path, name=name, **overrides)
+    Experiment(cfg, pools=pools).run()
+    return Path(cfg["results"])
+
+
+def yaml_config(tmp_path, **overrides) -> dict:
+    from l2lflow.config import load_config
+
+    return load_config(write_config(tmp_path, **overrides))
+
+
+@pytest.mark.parametrize(
+    "optimizer, columns",
+    [
+        ("cross_entropy", ["mean[a]", "mean[b]", "cov.diag[a]", "cov.diag[b]"]),
+        ("snes", ["mean[a]", "mean[b]", "sigma[a]", "sigma[b]"]),
+        ("cmaes", ["mean[a]", "mean[b]", "sigma", "std[a]", "std[b]"]),  # replayed
+    ],
+)
+def test_optimizer_state_per_generation(tmp_path, pools, optimizer, columns) -> None:
+    results = _run(tmp_path, pools, optimizer, optimizer={"name": optimizer}, generations=3)
+    state = l2lflow.open_results(results).l2l.optimizer_state()
+    assert list(state.index) == [0, 1, 2]
+    assert set(columns) <= set(state.columns), list(state.columns)
+    assert np.isfinite(state[columns].to_numpy()).all()
+    assert ((state[["mean[a]", "mean[b]"]] >= 0) & (state[["mean[a]", "mean[b]"]] <= 1)).all(None)
+    if optimizer == "cmaes":  # the replay is the run: the next generation asked from this mean
+        from l2lflow.store import ResultStore
+
+        assert ResultStore(results).checkpoint(2)["optimizer"] is None  # no checkpoint to read
+        assert state["sigma"].iloc[0] != state["sigma"].iloc[2]
+
+
+def test_multi_objective_status_plot_and_summary(tmp_path, pools) -> None:
+    """A Pareto front instead of a "best" of f1 + f2: status, the figure, the closing summary."""
+    from l2lflow.display import RunDisplay
+    from l2lflow.plots import plot_pareto, write_figures
+
+    results = _run(
+        tmp_path,
+        pools,
+        "zdt",
+        optimizer={"name": "nsga2"},
+        optimizee={
+            "name": "zdt1",
+            "objectives": [{"name": "f1", "direction": "minimize"}, {"name": "f2"}],
+        },
+        space={f"x{k}": {"low": 0.0, "high": 1.0} for k in range(3)},
+        generations=4,
+        population_size=12,
+    )
+    st = run_status(results)
+    assert st.best is None and st.front is not None
+    assert 1 <= st.front["size"] <= 12 and st.front["hypervolume"] > 0
+    assert all(r.front_size is not None and r.hypervolume > 0 for r in st.rows)
+    text = format_status(st)
+    assert "Pareto front (generation 3):" in text and "best:" not in text
+    assert "hypervolume" in text.splitlines()[1]
+    written = write_figures(results, tmp_path / "figs")
+    assert "pareto" in written and "metrics" in written
+    _assert_png(written["pareto"])
+    fig = plot_pareto(results, None)
+    assert fig.axes[0].get_xlabel().startswith("f1") and fig.axes[0].get_ylabel().startswith("f2")
+    assert "hypervolume" in fig.axes[1].get_ylabel()
+    display = RunDisplay(io.StringIO(), tty=False)
+    display.attach(results, l2lflow.open_results(results).attrs["l2lflow"]["config"])
+    summary = display.summary()
+    assert "Pareto front:" in summary and "best fitness" not in summary

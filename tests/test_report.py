@@ -1,8 +1,8 @@
 """``snakemake --report report.html figures``: the experiment's figures in Snakemake's HTML report,
 opened in a real browser (headless Chromium) to check that they are there and drawn.
 
-Chromium is Debian's ``chromium`` package. The test installs it with ``apt-get`` when it is
-missing and that is possible (root on Debian); otherwise it skips and says why.
+Chromium is Debian's ``chromium`` package, which CI installs (``.ci/run``); without it the test
+skips and says why.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import select
 import shutil
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,34 +49,15 @@ def _find() -> str | None:
     return None
 
 
-def _apt_install() -> str:
-    """Install Debian's chromium; returns why it did not work ("" if it did)."""
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if out.returncode != 0:  # stale package lists: update once and retry
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=300)
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if out.returncode != 0:
-        lines = (out.stderr or out.stdout).strip().splitlines()
-        return f"apt-get install chromium failed: {lines[-1] if lines else out.returncode}"
-    return ""
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """The path of a Chromium binary, installed with apt-get if missing and possible."""
-    path = _find()
-    if path:
-        return path
-    if shutil.which("apt-get") is None:
-        pytest.skip("no chromium, and no apt-get to install it (install Debian's 'chromium')")
-    if os.geteuid() != 0:
-        pytest.skip("no chromium, and installing it needs root: sudo apt-get install chromium")
-    why = _apt_install()
+    """The path of a Chromium binary (CI installs Debian's ``chromium`` in ``.ci/run``)."""
     path = _find()
     if path is None:
-        pytest.skip(why or "apt-get installed chromium, but no chromium binary is on PATH")
+        pytest.skip(
+            f"no chromium on PATH (tried {', '.join(CANDIDATES)}): install Debian's 'chromium' "
+            "(`apt-get install chromium`, as .ci/run does)"
+        )
     return path
 
 
@@ -248,12 +230,23 @@ def test_snakemake_report_shows_every_figure_in_chromium(chromium, tmp_path, mon
         execution={"workers": 1, "idle_timeout_s": 20},
     )
     results = tmp_path / "results" / "report"
-    run_snakemake(tmp_path, cfg, "figures")
-    figures = {p.stem: p for p in (results / "figures").glob("*.png")}
+    # the README's order: the run, `l2lflow plot`, then the report's figures and the report
+    run_snakemake(tmp_path, cfg)
+    plot = subprocess.run(
+        [sys.executable, "-m", "l2lflow", "plot", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert plot.returncode == 0, plot.stderr
+    drawn = run_snakemake(tmp_path, cfg, "--cores", "1", "figures")
+    figures = {p.stem: p for p in (results / "report").glob("*.png")}
     assert sorted(figures) == ["fitness", "parameters", "runtime", "tasks"]
     report = tmp_path / "report.html"
     proc = run_snakemake(tmp_path, cfg, "--report", str(report), "figures")
     assert report.exists(), proc.stderr
+    for out in (drawn, proc):
+        assert "Missing metadata" not in out.stdout + out.stderr, out.stdout + out.stderr
 
     captions = {name: " ".join(_rst(name).split()[:3]) for name in figures}
     profile = tmp_path / "chromium-profile"
@@ -262,6 +255,7 @@ def test_snakemake_report_shows_every_figure_in_chromium(chromium, tmp_path, mon
     try:
         browser.open(report.as_uri())
         browser.js(PAGE_HELPERS)
+        _check_landing(browser, figures["fitness"], tmp_path / "landing.png")
         # the report's own navigation: Results -> the experiment's category -> one row per figure
         browser.js("__click('Results')")
         browser.js("__until(() => !!document.querySelector('tbody tr'))")
@@ -309,3 +303,39 @@ def test_snakemake_report_shows_every_figure_in_chromium(chromium, tmp_path, mon
             browser.js("__until(() => !!document.querySelector('tbody tr a[iconname=eye]'))")
     finally:
         browser.close()
+
+
+def _check_landing(browser: Browser, fitness_png: Path, screenshot: Path) -> None:
+    """The report opens on the results: the run's findings and the fitness figure first, the
+    workflow's graph beside them. A screenshot of the landing is kept (``screenshot``; also
+    copied to $L2LFLOW_REPORT_SCREENSHOT when set)."""
+    landing = browser.js(
+        """__until(() => {
+          const img = [...document.querySelectorAll('img')].find(
+            i => i.alt === 'fitness per generation' && i.complete && i.naturalWidth > 0);
+          if (!img) return null;
+          const r = img.getBoundingClientRect();
+          const graph = [...document.querySelectorAll('svg, canvas')].filter(
+            e => e.getBoundingClientRect().height > 50);
+          return {src: img.src, x: r.x, y: r.y, width: r.width, height: r.height,
+                  text: document.body.innerText,
+                  graph: graph.length ? graph[0].getBoundingClientRect().toJSON() : null};
+        })"""
+    )
+    png = browser.screenshot({"x": 0, "y": 0, "width": 1400, "height": 1000})
+    screenshot.write_bytes(png)
+    keep = os.environ.get("L2LFLOW_REPORT_SCREENSHOT")
+    if keep:
+        Path(keep).write_bytes(png)
+    text = landing["text"]
+    assert "l2lflow experiment report" in text, text[:2000]
+    assert "best fitness" in text and "meta-test of the 2 best on held-out tasks" in text, text
+    assert "failures: 0 of 32 evaluations" in text, text
+    assert base64.b64decode(landing["src"].split(",", 1)[1]) == fitness_png.read_bytes()
+    graph = landing["graph"]  # the workflow's graph (Snakemake draws it beside the text)
+    assert graph is not None, "no workflow graph on the landing page"
+    beside = graph["x"] >= landing["x"] + landing["width"] - 1
+    below = graph["y"] >= landing["y"] + landing["height"] - 1
+    assert beside or below, (graph, landing)
+    assert landing["y"] < 1000 and landing["width"] > 500, landing  # on the first screen
+    assert _colours(png) > 50, "the landing is drawn almost blank"

@@ -14,6 +14,7 @@ fitness) and the experiment's ``direction`` ("best" is the minimum when minimisi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -333,6 +334,102 @@ class L2LAccessor:
             )
         frame.index.name = "rank"
         return frame
+
+    def optimizer_state(self) -> pd.DataFrame:
+        """The optimizer's own search state after each generation, one row per generation.
+
+        What each optimizer keeps: e.g. the search mean and covariance of the cross-entropy
+        method, the mean and σ of separable NES, CMA-ES's mean, step size σ and per-parameter
+        standard deviations. A vector becomes one column per parameter (``mean[tau_m]``), a
+        square matrix its diagonal (``cov.diag[tau_m]``), a number one column; other entries
+        (random-generator state, sample buffers) are left out. Values are in the optimizer's
+        coordinates: the unit box, 0..1 per parameter before the space's (log) scale.
+
+        Optimizers with a JSON checkpoint are read from the store's checkpoints (no
+        unpickling, no evaluation); those that restore by replay (CMA-ES, Nevergrad) are
+        replayed from the stored fitness, which is deterministic. Multi-objective and
+        output-driven (EnKF) replays are not supported: their frame is empty.
+        """
+        from l2lflow.store import ResultStore
+
+        source = self._ds.encoding.get("source")
+        if not source:
+            raise ValueError(
+                "optimizer_state() reads the store's checkpoints: open the Dataset with "
+                "l2lflow.open_results (or xr.open_zarr) on the store, not a copy in memory"
+            )
+        store = ResultStore(Path(source).parent)  # the experiment folder holding the store
+        n = store.n_aggregated()
+        names = self.parameters
+        rows: list[dict[str, float]] = []
+        replay = None
+        for g in range(n):
+            ckpt = store.checkpoint(g) or {}
+            state = (ckpt.get("optimizer") or {}).get("state")
+            if state is None:
+                if replay is None:
+                    replay = _Replay(store, self.meta.get("config", {}))
+                state = replay.state_after(g)
+            rows.append(_flatten_state(state, names) if state else {})
+        frame = pd.DataFrame(rows, index=pd.RangeIndex(n, name="generation"))
+        return frame
+
+
+class _Replay:
+    """Replays a single-objective optimizer without a checkpoint (ask, tell the stored fitness)
+    to read its state after each generation."""
+
+    def __init__(self, store: Any, config: dict[str, Any]) -> None:
+        from l2lflow import seeds
+        from l2lflow.optimizers.base import get_optimizer_class
+        from l2lflow.space import ParameterSpace
+
+        cls = get_optimizer_class(config["optimizer"]["name"])
+        space = ParameterSpace.from_config(config["space"])
+        self.supported = not (cls.multi_objective or getattr(cls, "uses_outputs", False))
+        self.store = store
+        self.opt = cls(
+            dimension=space.dimension,
+            population_size=int(config["population_size"]),
+            seed=seeds.optimizer_seed(int(config["seed"])),
+            direction=config["direction"],
+            grid_points=space.grid_points,
+            **config["optimizer"].get("options", {}),
+        )
+        self.told = 0
+
+    def state_after(self, generation: int) -> dict[str, Any] | None:
+        if not self.supported:
+            return None
+        while self.told <= generation:
+            x = self.opt.ask()
+            self.opt.tell(x, self.store.fitness(self.told), None)
+            self.told += 1
+        return self.opt.search_state()
+
+
+def _flatten_state(state: dict[str, Any], names: list[str]) -> dict[str, float]:
+    """Numbers, per-parameter vectors and square matrices' diagonals of a state, as columns."""
+    out: dict[str, float] = {}
+    d = len(names)
+    for key, value in state.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float):
+            out[key] = float(value)
+            continue
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        if array.shape == (d,):
+            out.update({f"{key}[{n}]": float(v) for n, v in zip(names, array, strict=True)})
+        elif array.shape == (d, d):
+            diag = np.diag(array)
+            out.update({f"{key}.diag[{n}]": float(v) for n, v in zip(names, diag, strict=True)})
+        elif array.ndim == 0:
+            out[key] = float(array)
+    return out
 
 
 def _quantile_name(q: float) -> str:

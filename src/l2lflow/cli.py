@@ -114,11 +114,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from l2lflow.plots import write_figures
+    from l2lflow.plots import FIGURES, write_figures
 
     out = args.out if args.out is not None else _results_folder(args.results) / "figures"
     names = [n.strip() for n in args.figures.split(",") if n.strip()] if args.figures else None
-    known = ("fitness", "parameters", "tasks", "runtime")
+    known = FIGURES
     unknown = [n for n in names or () if n not in known]
     if unknown:
         print(
@@ -126,8 +126,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    for name, path in write_figures(args.results, out, names).items():
+    written = write_figures(args.results, out, names)
+    for name, path in written.items():
         print(f"{name}: {path}")
+    if args.landing is not None:
+        from l2lflow.plots import plot_fitness, write_landing
+
+        fitness = written.get("fitness") or plot_fitness(args.results, out / "fitness.png")
+        print(f"landing: {write_landing(args.results, args.landing, fitness)}")
     return 0
 
 
@@ -216,12 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", type=Path, help="results folder (results/<name>) or its store")
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("plot", help="figures of a run (fitness, parameters, tasks, runtime) as PNG")
+    p = sub.add_parser("plot", help="figures of a run (fitness, parameters, metrics, ...) as PNG")
     p.add_argument("results", type=Path, help="results folder (results/<name>) or its store")
     p.add_argument("--out", type=Path, help="output folder (default: RESULTS/figures)")
     p.add_argument(
         "--figures",
-        help="comma-separated subset of: fitness,parameters,tasks,runtime,learning_curves",
+        help="comma-separated subset of: fitness,parameters,tasks,runtime,metrics,pareto,"
+        "learning_curves",
+    )
+    p.add_argument(
+        "--landing",
+        type=Path,
+        help="also write the Snakemake report's landing text (reStructuredText) to this file",
     )
     p.set_defaults(func=_cmd_plot)
 

@@ -782,6 +782,11 @@ def result_config(config: dict[str, Any]) -> dict[str, Any]:
     dimensions: so ``parameter_order`` records it explicitly, and the rest is compared sorted.
     """
     part = {key: config.get(key) for key in RESULT_KEYS}
+    if isinstance(part.get("space"), dict):  # a parameter's unit is a label, not a result
+        part["space"] = {
+            name: {k: v for k, v in spec.items() if k != "unit"} if isinstance(spec, dict) else spec
+            for name, spec in part["space"].items()
+        }
     evaluation = config.get("evaluation", {})
     part["failure_fitness"] = evaluation.get("failure_fitness")
     part["parameter_order"] = list(config.get("space", {}))

@@ -376,38 +376,7 @@ class RunDisplay:
             f"── l2lflow {name}: {state} ({st.generations} generations × "
             f"{st.population_size}) in {duration(wall)} wall time{steps} ──"
         ]
-        if st.front is not None:
-            f = st.front
-            lines.append(
-                f"Pareto front: {f['size']} individuals, hypervolume {number(f['hypervolume'])} "
-                f"(reference {', '.join(number(r) for r in f['reference'])}; objectives "
-                f"{', '.join(f['objectives'])})"
-            )
-        elif st.best is not None:
-            b = st.best
-            lines.append(
-                f"best {st.fitness_name} {number(b['fitness'])} (generation {b['generation']}, "
-                f"individual {b['individual']}):"
-            )
-            units = {k: (v or {}).get("unit") for k, v in (self.config.get("space") or {}).items()}
-            lines.append(
-                "  "
-                + ", ".join(
-                    f"{k} {number(v)}{' ' + units[k] if units.get(k) else ''}"
-                    for k, v in b["params"].items()
-                )
-            )
-        if st.meta_test:
-            scores = ", ".join(
-                number(m["fitness"]) if m["status"] == 1 else "failed" for m in st.meta_test
-            )
-            lines.append(f"meta-test of the {len(st.meta_test)} best on held-out tasks: {scores}")
-        failed = sum(r.failed for r in st.rows)
-        lines.append(
-            f"failures: {failed} of {sum(r.done + r.failed for r in st.rows)} evaluations"
-            + (f" ({_reasons(self.reasons)})" if self.reasons else "")
-            + (f"; `l2lflow status {self.results}` and ds.l2l.failures() say why" if failed else "")
-        )
+        lines += result_lines(st, self.config, reasons=self.reasons, results=self.results)
         lines.append(f"store: {self.results / 'results.zarr'}")
         if not st.finished:
             lines.append("resume: run the same command again (finished evaluations are kept)")
@@ -420,6 +389,54 @@ class RunDisplay:
                 f"snakemake {opts}--report report.html figures"
             )
         return "\n".join(lines)
+
+
+def result_lines(
+    st: Any, config: dict[str, Any], *, reasons: dict[str, int] | None = None, results: Any = None
+) -> list[str]:
+    """What a run found, for people: the best fitness and its parameters with their units (or
+    the Pareto front), the meta-test against chance, the failures. Shared by the closing
+    summary and the report's landing text."""
+    from l2lflow.plots import chance_level
+
+    lines = []
+    if st.front is not None:
+        f = st.front
+        lines.append(
+            f"Pareto front: {f['size']} individuals, hypervolume {number(f['hypervolume'])} "
+            f"(reference {', '.join(number(r) for r in f['reference'])}; objectives "
+            f"{', '.join(f['objectives'])})"
+        )
+    elif st.best is not None:
+        b = st.best
+        lines.append(
+            f"best {st.fitness_name} {number(b['fitness'])} (generation {b['generation']}, "
+            f"individual {b['individual']}):"
+        )
+        units = {k: (v or {}).get("unit") for k, v in (config.get("space") or {}).items()}
+        lines.append(
+            "  "
+            + ", ".join(
+                f"{k} {number(v)}{' ' + units[k] if units.get(k) else ''}"
+                for k, v in b["params"].items()
+            )
+        )
+    if st.meta_test:
+        scores = ", ".join(
+            number(m["fitness"]) if m["status"] == 1 else "failed" for m in st.meta_test
+        )
+        chance = chance_level(config)
+        lines.append(
+            f"meta-test of the {len(st.meta_test)} best on held-out tasks: {scores}"
+            + (f" (chance {number(chance)})" if chance is not None else "")
+        )
+    failed = sum(r.failed for r in st.rows)
+    lines.append(
+        f"failures: {failed} of {sum(r.done + r.failed for r in st.rows)} evaluations"
+        + (f" ({_reasons(reasons)})" if reasons else "")
+        + (f"; `l2lflow status {results}` and ds.l2l.failures() say why" if failed else "")
+    )
+    return lines
 
 
 def _pools(workers: dict[str, int]) -> str:

@@ -298,20 +298,28 @@ def engine_alive(results_dir: str | Path) -> bool | None:
 
 
 def pareto_fronts(store: ResultStore, config: dict[str, Any], n: int) -> dict[str, Any] | None:
-    """Per generation: the Pareto front's size and hypervolume (2 objectives), or None for a
-    single-objective run.
-
-    The hypervolume is measured in loss space (every objective minimised) up to one fixed
-    reference point for the whole run, the worst value of each objective over all successful
-    evaluations plus 10 % of its range, so that the values of different generations compare.
-    """
+    """Per generation: the Pareto front's size and hypervolume, or None for a single-objective
+    run (see :func:`front_statistics`)."""
     objectives = (config.get("optimizee") or {}).get("objectives") or []
     if len(objectives) < 2 or not store.has("objectives") or not store.has("pareto_rank"):
         return None
-    from l2lflow.optimizers.nsga2 import hypervolume_2d
-
     values = np.asarray(store.array("objectives")[:n], dtype=np.float64)
     ranks = np.asarray(store.array("pareto_rank")[:n])
+    return front_statistics(values, ranks, config)
+
+
+def front_statistics(values: np.ndarray, ranks: np.ndarray, config: dict[str, Any]) -> dict:
+    """Pareto front size and hypervolume per generation of ``values`` (generation, individual,
+    objective) with their ``ranks`` (0 = front, -1 = failed).
+
+    The hypervolume (2 objectives; NaN for more) is measured in loss space (every objective
+    minimised) up to one fixed reference point for the whole run: the worst value of each
+    objective over all successful evaluations plus 10 % of its range, so that generations
+    compare. The reference is returned in the objectives' own signs.
+    """
+    from l2lflow.optimizers.nsga2 import hypervolume_2d
+
+    objectives = config["optimizee"]["objectives"]
     signs = np.array(
         [
             1.0 if o.get("direction", config.get("direction", "minimize")) == "minimize" else -1.0
@@ -334,7 +342,7 @@ def pareto_fronts(store: ResultStore, config: dict[str, Any], n: int) -> dict[st
     return {
         "sizes": sizes,
         "hypervolume": hv,
-        "reference": reference * signs,  # in the objectives' own units and signs
+        "reference": reference * signs,
         "objectives": [o["name"] for o in objectives],
     }
 

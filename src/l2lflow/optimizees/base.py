@@ -53,6 +53,9 @@ class Optimizee:
     #: whether it supports a meta-test phase (re-evaluation of the best on held-out tasks)
     meta_test: bool = False
     description: str = ""
+    #: the fitness a guess scores, from the optimizee's options (e.g. 1 / n_classes of a
+    #: classification task), drawn on the figures; None where there is no such level
+    chance: Callable[[dict[str, Any]], float] | None = None
 
     @property
     def accepts_context(self) -> bool:
@@ -71,6 +74,7 @@ def register_optimizee(
     batched: bool = False,
     array_dims: dict[str, tuple[str, ...]] | None = None,
     meta_test: bool = False,
+    chance: Callable[[dict[str, Any]], float] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator that registers a function as an optimizee under ``name``."""
 
@@ -87,6 +91,7 @@ def register_optimizee(
             array_dims=dict(array_dims or {}),
             meta_test=meta_test,
             description=doc,
+            chance=chance,
         )
         return fn
 

@@ -175,6 +175,12 @@ class Optimizer(ABC):
             "state": _plain(own),
         }
 
+    def search_state(self) -> dict[str, Any] | None:
+        """The state people look at (search mean, step sizes, ...) as plain data; by default
+        the checkpointed state, for optimizers that restore by replay their own summary."""
+        own = self._get_state()
+        return None if own is None else _plain(own)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (on an optimizer built with the same arguments)."""
         if state.get("name") != self.name:

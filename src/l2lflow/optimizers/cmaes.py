@@ -87,3 +87,11 @@ class CMAES(Optimizer):
 
     def _get_state(self) -> None:
         return None
+
+    def search_state(self) -> dict[str, Any]:
+        """CMA-ES's mean, step size σ and per-parameter standard deviations (σ × √diag C)."""
+        return {
+            "mean": np.asarray(self.es.mean, dtype=np.float64).tolist(),
+            "sigma": float(self.es.sigma),
+            "std": np.asarray(self.es.stds, dtype=np.float64).tolist(),
+        }

@@ -185,7 +185,12 @@ def run_task(
     }
 
 
-@register_optimizee("nest.reservoir", meta_test=True, array_dims={"task_accuracy": ("task",)})
+@register_optimizee(
+    "nest.reservoir",
+    meta_test=True,
+    array_dims={"task_accuracy": ("task",)},
+    chance=lambda options: 1.0 / int(options.get("n_classes", 3)),
+)
 def reservoir(
     params: dict[str, Any],
     seed: int,
