@@ -59,6 +59,9 @@ FOLDED_EVENTS = {
 }
 
 
+ERROR_EVENTS = {LogEvent.JOB_ERROR, LogEvent.GROUP_ERROR, LogEvent.ERROR}
+
+
 class LogHandler(LogHandlerBase):
     """Snakemake's log records -> :class:`l2lflow.display.RunDisplay`."""
 
@@ -79,7 +82,6 @@ class LogHandler(LogHandlerBase):
         self.steps_log_read = 0
         self.display: Any = None
         self.jobs: dict[int, tuple[str, int, str | None]] = {}
-        self.failed = False
 
     # ------------------------------------------------------------------ the plugin interface
     @property
@@ -131,15 +133,10 @@ class LogHandler(LogHandlerBase):
         elif event == LogEvent.PROGRESS:
             if self.display is not None:
                 self.display.snakemake_progress(int(record.done), int(record.total))
-        elif event in (LogEvent.JOB_ERROR, LogEvent.GROUP_ERROR, LogEvent.ERROR):
-            self.failed = True
-            self._show_steps_log()
-            self._error(self.formatter_.format(record))
         elif event in FOLDED_EVENTS:
             return
-        elif record.levelno >= logging.ERROR:
-            self.failed = True
-            self._show_steps_log()
+        elif event in ERROR_EVENTS or record.levelno >= logging.ERROR:
+            self._show_steps_log()  # the failed step's own words first, then Snakemake's
             self._error(self.formatter_.format(record))
         elif record.levelno >= logging.WARNING:
             self._error(self.formatter_.format(record), style="yellow")
