@@ -674,7 +674,7 @@ def test_status_while_snakemake_runs_then_everything_on_its_store(tmp_path) -> N
     from l2lflow.plots import write_figures
 
     written = write_figures(results, tmp_path / "figs")
-    assert sorted(written) == ["fitness", "parameters", "runtime"]
+    assert sorted(written) == ["fitness", "metrics", "parameters", "runtime"]
     for path in written.values():
         _assert_png(path)
 
