@@ -190,7 +190,7 @@ def test_the_outer_loop_improves_the_genn_reservoir(tmp_path: Path) -> None:
                 "meta_test": {"top_k": 2},
             },
             space={k: dict(v) for k, v in genn_reservoir.DEFAULT_SPACE.items()},
-            evaluation={"retries": 1, "timeout_s": 300},
+            evaluation={"retries": 1, "timeout_s": 300, "batch_size": 4},  # both workers busy
         )
     )
     Experiment(cfg).run()
