@@ -303,21 +303,7 @@ def reservoir(
             checked[i] = (dict(DEFAULT_PARAMS), False)
     if not params:
         return []
-    family = TaskFamily(
-        n_tasks=n_tasks,
-        n_classes=n_classes,
-        n_inputs=n_inputs,
-        pattern_ms=pattern_ms,
-        input_rate_hz=input_rate_hz,
-        jitter_ms=jitter_ms,
-        p_delete=p_delete,
-        extra_rate_hz=extra_rate_hz,
-        n_train_per_class=n_train_per_class,
-        n_test_per_class=n_test_per_class,
-        gap_ms=gap_ms,
-        n_bins=n_bins,
-        ridge=ridge,
-    )
+    family = TaskFamily.from_options(locals())
     tasks_of: dict[int, list[SpikeTask]] = {}  # task seed -> tasks (shared by a generation)
     items = []
     for i, ctx in enumerate(ctxs):

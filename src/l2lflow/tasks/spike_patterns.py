@@ -23,7 +23,7 @@ evaluation seed, one stream per task (:func:`task_seeds`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -259,6 +259,12 @@ class TaskFamily:
     gap_ms: float = 20.0
     n_bins: int = 2
     ridge: float = 0.1
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> TaskFamily:
+        """The family described by an optimizee's options (its keyword arguments, e.g. its
+        ``locals()``), which name the fields exactly; other options are ignored."""
+        return cls(**{f.name: options[f.name] for f in fields(cls)})
 
     @property
     def draw_options(self) -> dict[str, Any]:

@@ -233,21 +233,7 @@ def reservoir(
             f"unknown parameter(s) {unknown} for nest.reservoir; known: {sorted(DEFAULT_PARAMS)}"
         )
     p = {**DEFAULT_PARAMS, **{k: float(v) for k, v in params.items()}}
-    family = TaskFamily(
-        n_tasks=n_tasks,
-        n_classes=n_classes,
-        n_inputs=n_inputs,
-        pattern_ms=pattern_ms,
-        input_rate_hz=input_rate_hz,
-        jitter_ms=jitter_ms,
-        p_delete=p_delete,
-        extra_rate_hz=extra_rate_hz,
-        n_train_per_class=n_train_per_class,
-        n_test_per_class=n_test_per_class,
-        gap_ms=gap_ms,
-        n_bins=n_bins,
-        ridge=ridge,
-    )
+    family = TaskFamily.from_options(locals())
     tasks = draw_tasks(ctx.task_seed, n_tasks, **family.draw_options)
     # each task's reservoir and samples get their own stream of the evaluation seed
     results = [
