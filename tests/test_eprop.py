@@ -246,3 +246,18 @@ def test_outer_loop_improves_held_out_error(tmp_path: Path) -> None:
     )
     assert np.nanmedian(last) < np.nanmedian(first)
     assert np.nanmin(last) < np.nanmin(first)
+
+
+def test_example_configs_validate_and_serve_torch_lsnn_unchanged(tmp_path: Path) -> None:
+    """The examples are valid; eprop_sine.yaml with only the optimizee's name changed is a valid
+    torch.lsnn experiment (the e-prop vs BPTT comparison)."""
+    from l2lflow.config import load_config
+
+    examples = Path(__file__).resolve().parents[1] / "config" / "examples"
+    for name in ("eprop_sine.yaml", "eprop_evidence.yaml"):
+        assert load_config(examples / name)["optimizee"]["name"] == "nest.eprop"
+    text = (examples / "eprop_sine.yaml").read_text()
+    assert text.count("\n  name: nest.eprop\n") == 1
+    bptt = tmp_path / "bptt_sine.yaml"
+    bptt.write_text(text.replace("\n  name: nest.eprop\n", "\n  name: torch.lsnn\n"))
+    assert load_config(bptt)["optimizee"]["name"] == "torch.lsnn"

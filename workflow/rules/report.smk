@@ -25,6 +25,17 @@ def _optimizee_has_tasks():
     return any("task" in d for d in dims.values())
 
 
+def _optimizee_has_learning_curves():
+    """Whether the optimizee stores the inner loop's loss per iteration: the learning curves."""
+    try:
+        dims = _describe_optimizee(
+            CONFIG["optimizee"]["name"], CONFIG["optimizee"].get("options", {})
+        ).array_dims
+    except Exception:
+        return False
+    return "learning_curve" in dims
+
+
 FIGURES_DIR = f"{RESULTS}/report"
 _MULTI_OBJECTIVE = len(CONFIG["optimizee"].get("objectives") or []) >= 2
 FIGURES = (
@@ -33,6 +44,7 @@ FIGURES = (
     + ["parameters"]
     + (["tasks"] if _optimizee_has_tasks() else [])
     + ["runtime"]
+    + (["learning_curves"] if _optimizee_has_learning_curves() else [])
 )
 _FIGURE_ORDER = {name: k + 1 for k, name in enumerate(FIGURES)}
 LANDING = f"{FIGURES_DIR}/landing.rst"
