@@ -222,7 +222,7 @@ def test_outer_loop_improves_held_out_error(tmp_path: Path) -> None:
     raw["results"] = str(tmp_path / "results")
     raw["execution"] = {**raw["execution"], "idle_timeout_s": 60}
     path = tmp_path / "eprop_sine.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # the space order is the sampling order
     config = load_config(path)
     Experiment(config).run()
     ds = l2lflow.open_results(config["results"])
