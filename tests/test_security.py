@@ -243,3 +243,11 @@ def test_dashboard_setting_errors_are_one_line(tmp_path: Path) -> None:
         validate_config({**base, "execution": {"dashboard": "0.0.0.0:8787"}})
     with pytest.raises(ConfigError, match=r"^execution.dashboard: 'on' is not .* \(allowed: "):
         validate_config({**base, "execution": {"dashboard": "on"}})
+
+
+def test_a_socket_folder_that_cannot_be_made_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("L2LFLOW_RUNTIME_DIR", str(tmp_path / "missing" / "run"))
+    with pytest.raises(
+        ClientError, match=r"^cannot create the engine socket folder .*No such file"
+    ):
+        socket_path("/some/results")

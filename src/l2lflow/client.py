@@ -54,8 +54,15 @@ def runtime_dir() -> str:
     path = os.environ.get("L2LFLOW_RUNTIME_DIR") or os.path.join(
         tempfile.gettempdir(), f"l2lflow-{os.getuid()}"
     )
-    with contextlib.suppress(FileExistsError):
+    try:
         os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ClientError(
+            f"cannot create the engine socket folder {path} ({exc.strerror}); set "
+            "L2LFLOW_RUNTIME_DIR to a folder only you can enter"
+        ) from None
     problem = _private_dir_problem(path)
     if problem is not None:
         raise ClientError(
