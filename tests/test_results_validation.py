@@ -288,3 +288,39 @@ def test_meta_test_results_are_checked_against_the_runs_shapes(
     others = [k for k in range(4) if k != wrong]
     assert (ds.meta_test_status.values[others] == DONE).all()
     np.testing.assert_array_equal(ds.meta_test_trace.values[others], np.ones((3, 4)))
+
+
+RACE = '''
+import time
+
+import numpy as np
+
+
+def model(params, seed, *, context):
+    """Individual 1 returns a trace of 3, the others of 2; individual 0 arrives last."""
+    if context.individual == 0:
+        time.sleep(2.0)
+    n = 3 if context.individual == 1 else 2
+    return {"fitness": float(params["a"] ** 2 + params["b"] ** 2), "trace": np.ones(n)}
+'''
+
+
+def test_the_lowest_individual_fixes_a_shape_whatever_arrives_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which individual a shape mismatch fails does not depend on arrival order: individual 0
+    (slow) fixes the trace's shape, individual 1 (fast, another shape) fails."""
+    _user_module(tmp_path, monkeypatch, "race_model", RACE)
+    cfg = write_config(
+        tmp_path,
+        name="race",
+        generations=1,
+        population_size=4,
+        optimizee={"name": "race_model:model"},
+        execution={"workers": 2, "idle_timeout_s": 20},
+    )
+    Experiment(load_config(cfg)).run()
+    ds = l2lflow.open_results(tmp_path / "results" / "race").load()
+    assert list(ds.status.values[0]) == [DONE, FAILED, DONE, DONE], ds.error.values[0]
+    assert "shape (3,)" in ds.error.values[0, 1] and "shape (2,)" in ds.error.values[0, 1]
+    assert ds.trace.shape == (1, 4, 2)

@@ -112,7 +112,8 @@ def individuals_to_evaluate(
 def check_result_shapes(result: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> str:
     """Why ``result``'s metrics and arrays do not fit the shapes fixed by earlier evaluations
     (name -> shape, () for a scalar metric), or "" when they fit. Adds its new names to
-    ``shapes``, so the first evaluation that returns a name fixes its shape."""
+    ``shapes``, so the first evaluation checked that returns a name fixes its shape
+    (:func:`evaluate_generation` checks a new name's results in individual order)."""
     returned = {name: () for name in result.get("metrics", {})}
     returned.update({name: tuple(np.shape(a)) for name, a in result.get("arrays", {}).items()})
     for name, shape in returned.items():
@@ -238,10 +239,30 @@ def evaluate_generation(
         progress.running = _really_running(in_flight, workers, spec.batched)
 
     shapes = store.result_shapes()
+    # A result that returns a name whose shape is not fixed yet waits until every individual
+    # before it is final: so the lowest individual that returns a name fixes its shape, not the
+    # first to arrive, and which individual a mismatch fails is the same in every run.
+    final = np.asarray(status != PENDING)
+    final[todo] = False
+    lowest_open = int(np.argmin(final)) if not final.all() else final.size  # first not final
+    held: dict[int, tuple[int, dict[str, Any]]] = {}
 
     def record(i: int, attempt: int, result: dict[str, Any]) -> None:
+        nonlocal lowest_open
+        names = [*result.get("metrics", {}), *result.get("arrays", {})]
+        if i > lowest_open and any(name not in shapes for name in names):
+            held[i] = (attempt, result)
+            return
+        finish(i, attempt, result)
+        while lowest_open < final.size and final[lowest_open]:
+            lowest_open += 1
+            if lowest_open in held:
+                finish(lowest_open, *held.pop(lowest_open))
+
+    def finish(i: int, attempt: int, result: dict[str, Any]) -> None:
         result = fitting_shapes(result, shapes)
         if result["ok"]:
+            final[i] = True
             runtimes.append(float(result["runtime"]))
             buffer.append(
                 {
@@ -258,6 +279,7 @@ def evaluate_generation(
             queue.append((i, attempt + 1))
             progress.retried += 1
         else:
+            final[i] = True
             buffer.append(
                 {
                     **result,
@@ -297,6 +319,9 @@ def evaluate_generation(
                     ]
                 for (i, attempt), result in zip(chunk, results, strict=True):
                     record(i, attempt, result)
+            if not in_flight and not queue:
+                for i in sorted(held):  # not expected: every individual before them is final
+                    finish(i, *held.pop(i))
             submit_more()
             progress.running = _really_running(in_flight, workers, spec.batched)
             if buffer and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
