@@ -260,3 +260,53 @@ def test_example_configs_validate_and_serve_torch_lsnn_unchanged(tmp_path: Path)
     bptt = tmp_path / "bptt_sine.yaml"
     bptt.write_text(text.replace("\n  name: nest.eprop\n", "\n  name: torch.lsnn\n"))
     assert load_config(bptt)["optimizee"]["name"] == "torch.lsnn"
+
+
+def test_held_out_trials_start_undisturbed() -> None:
+    """Without learning, the training sequence shown again as the held-out trial fires like it
+    did in training. (The spike that lands the last updates before the held-out trials once
+    kicked the membranes 1000 thresholds high: the network then fired at ~330 Hz through the
+    held-out trial instead of ~45 Hz.)"""
+    from l2lflow.optimizees.nest.eprop import Trials, draw_trials, run_task
+
+    trials = draw_trials(
+        "sine",
+        11,
+        1,
+        n_inputs=20,
+        n_steps=200,
+        n_points=10,
+        inner_steps=5,
+        n_test_trials=1,
+        max_rate_hz=1000.0,
+    )[0]
+    replay = Trials(
+        trials.train_spikes,
+        trials.train_targets,
+        trials.train_spikes,
+        trials.train_targets,
+        trials.mask,
+    )
+    out = run_task(
+        replay,
+        {
+            "tau_m": 20.0,
+            "tau_a": 200.0,
+            "beta": 1.0,
+            "inner_lr": 0.0,
+            "w_scale": 1.0,
+            "frac_adaptive": 0.4,
+            "c_reg": 1.0,
+        },
+        1,
+        _context(),
+        n_neurons=30,
+        inner_steps=5,
+        input_gain=10.0,
+        tau_out=5.0,
+        f_target=10.0,
+        surrogate_height=0.3,
+    )
+    assert out["train_rate"] > 0
+    assert abs(out["rate"] - out["train_rate"]) < 0.2 * out["train_rate"]
+    assert abs(out["test_mse"] - out["curve"][-1]) < 0.2 * out["curve"][-1]

@@ -336,7 +336,12 @@ def run_task(
         flush = nest.Create(
             "spike_generator", params={"spike_times": [start[n_train - 1] + s + _TOTAL_OFFSET]}
         )
-        nest.Connect(flush, inputs + rec, "all_to_all", {"weight": 1000.0, "delay": _DELAY})
+        nest.Connect(flush, inputs, "all_to_all", {"weight": 1.0, "delay": _DELAY})
+        # just above the highest threshold an ALIF neuron can reach (1 + beta): a larger kick
+        # would leave the membrane far above threshold (reset subtracts only 1) and the neuron
+        # firing into the held-out trials
+        kick = {"weight": 2.0 + p["beta"], "delay": _DELAY}
+        nest.Connect(flush, rec, "all_to_all", kick)
         meter = nest.Create(
             "multimeter",
             {
@@ -346,7 +351,7 @@ def run_task(
             },
         )
         nest.Connect(meter, out)
-        recorder = nest.Create("spike_recorder", {"start": float(start[n_train])})
+        recorder = nest.Create("spike_recorder")
         nest.Connect(rec, recorder)
 
         switch = float(start[n_train - 1] + s + _GAP_STEPS // 2)
@@ -354,7 +359,7 @@ def run_task(
         nest.SetDefaults("eprop_synapse", {"optimizer": {"eta": 0.0}})
         simulate(total_steps + _TOTAL_OFFSET + 2.0 - switch, log=context.log)
         events = meter.get("events")
-        n_test_spikes = int(recorder.get("n_events"))
+        spike_times = np.asarray(recorder.get("events")["times"], dtype=float)
         first_out = int(out[0].global_id)
 
     # the readout is V_m (E_L = 0); NEST's readout_signal is zero outside the learning window
@@ -382,8 +387,17 @@ def run_task(
         "test_mse": float(err[n_train:].mean()),
         "accuracy": accuracy,
         "curve": curve,
-        "rate": n_test_spikes / n / (n_test * s / 1000.0),
+        "rate": _rate(spike_times, start[n_train:], s, n),
+        "train_rate": _rate(spike_times, start[:n_train], s, n),
     }
+
+
+def _rate(spike_times: np.ndarray, starts: np.ndarray, n_steps: int, n_neurons: int) -> float:
+    """Mean firing rate (Hz) of the recurrent neurons during the trials starting at ``starts``
+    (their input spikes reach the recurrent neurons ``_TOTAL_OFFSET`` later)."""
+    t = spike_times - _TOTAL_OFFSET
+    inside = sum(int(np.count_nonzero((t >= b) & (t < b + n_steps))) for b in starts)
+    return inside / n_neurons / (len(starts) * n_steps / 1000.0)
 
 
 def _by_sender(
@@ -439,9 +453,9 @@ def eprop(
     Returns ``fitness`` (held-out error: MSE for sine, 1 - accuracy for evidence),
     ``task_error`` (per task), ``learning_curve`` (training loss per iteration, on ``(task,
     iteration)``), ``first_loss``/``last_loss`` (the curve's ends, mean over tasks), ``rate``
-    (Hz, held-out trials) and, for evidence, ``accuracy``. Invalid or diverging hyperparameters
-    (non-finite values, held-out MSE above ``max_mse``) give a NaN fitness: l2lflow records a
-    failed evaluation of this individual only.
+    and ``train_rate`` (Hz, held-out and training trials) and, for evidence, ``accuracy``.
+    Invalid or diverging hyperparameters (non-finite values, held-out MSE above ``max_mse``)
+    give a NaN fitness: l2lflow records a failed evaluation of this individual only.
     """
     ctx = context or EvaluationContext(generation=0, individual=0, seed=seed)
     if int(inner_steps) < 1:
@@ -493,6 +507,7 @@ def eprop(
         "first_loss": float(curves[:, 0].mean()),
         "last_loss": float(curves[:, -1].mean()),
         "rate": float(np.mean([r["rate"] for r in results])),
+        "train_rate": float(np.mean([r["train_rate"] for r in results])),
     }
     if task_family == "evidence":
         out["accuracy"] = float(np.mean([r["accuracy"] for r in results]))
