@@ -133,5 +133,12 @@ def test_local_gpu_pool_gets_gpu_work_only(tmp_path: Path, stand_in_gpu) -> None
         assert sorted(off.pools().clients) == ["cpu"] and off.pool_name() == "cpu"
     finally:
         off.close()
-    forced = Experiment({**lsnn, "evaluation": {**lsnn["evaluation"], "device": "cpu"}})
+    # evaluation.device is part of the results' identity: its own results folder
+    forced = Experiment(
+        {
+            **lsnn,
+            "results": str(tmp_path / "lsnn-forced"),
+            "evaluation": {**lsnn["evaluation"], "device": "cpu"},
+        }
+    )
     assert forced.pool_name() == "cpu"  # decided by the config alone: no pools started
