@@ -310,3 +310,23 @@ def test_held_out_trials_start_undisturbed() -> None:
     assert out["train_rate"] > 0
     assert abs(out["rate"] - out["train_rate"]) < 0.2 * out["train_rate"]
     assert abs(out["test_mse"] - out["curve"][-1]) < 0.2 * out["curve"][-1]
+
+
+def test_torch_lsnn_task_family_option() -> None:
+    """torch.lsnn's ``task_family: sine`` is the shared family (random frequency), its default
+    stays the MAML family, and an unknown family is one clear error."""
+    pytest.importorskip("torch")
+    from l2lflow.optimizees.torch_lsnn import lsnn
+
+    tiny = {"n_neurons": 12, "n_inputs": 8, "n_steps": 32, "n_points": 4, "inner_steps": 2}
+    ctx = [EvaluationContext(0, 0, 3, task_seed=9)]
+
+    def fitness(**options) -> float:
+        return lsnn([{}], [3], contexts=ctx, device="cpu", **tiny, **options)[0]["fitness"]
+
+    sine_family = fitness(task_family="sine")
+    assert sine_family == fitness(vary_frequency=True)
+    assert sine_family != fitness()
+    assert fitness() == fitness(task_family="maml")
+    with pytest.raises(ValueError, match="task_family must be one of"):
+        fitness(task_family="cosine")
