@@ -558,13 +558,14 @@ def aimed_table(title: str, outcomes: dict[str, dict[str, Any]]) -> str:
     """The closing note's table: phase -> kills -> identical finals, repeated vs in flight."""
     lines = [
         title,
-        "| phase | kills | identical final stores | evaluations repeated / in flight at the kills |",
-        "|---|---|---|---|",
+        "| phase | kills | identical final stores | evaluations repeated / in flight at the "
+        "kills | meta-test evaluations (2 without kills) |",
+        "|---|---|---|---|---|",
     ]
     for phase, o in outcomes.items():
         lines.append(
             f"| {phase} | {len(o['kills'])} | {o['identical']} of 1 | "
-            f"{o['repeated']} / {o['in_flight']} |"
+            f"{o['repeated']} / {o['in_flight']} | {o['meta_test_evaluations']} |"
         )
     for phase, o in outcomes.items():
         for kill in o["kills"]:
@@ -642,6 +643,29 @@ MANY_AIMS = {
         between("meta_test"),
     ],
 }
+
+
+def test_meta_test_step_rerun_evaluates_nothing(tmp_path: Path, aimed_reference: Path) -> None:
+    """The meta-test step run again on a store that holds its complete results (a kill just
+    after it, before Snakemake recorded it) evaluates nothing and returns the same scores."""
+    import shutil
+
+    from l2lflow.config import load_config, validate_config
+    from l2lflow.experiment import Experiment
+
+    results = tmp_path / "results" / "aimed"
+    shutil.copytree(aimed_reference, results)
+    config = load_config(aimed_reference.parents[1] / "aimed.yaml")
+    counter = Path(config["optimizee"]["options"]["counter_dir"])
+    before = evaluation_counts(counter, meta_test=True)
+    experiment = Experiment(validate_config({**config, "results": str(results)}))
+    try:
+        again = experiment.meta_test()
+    finally:
+        experiment.close()
+    assert evaluation_counts(counter, meta_test=True) == before
+    assert again["meta_test"] == 2 and all(isinstance(f, float) for f in again["scores"])
+    assert_same_results(results, aimed_reference)
 
 
 @pytest.mark.timeout(900)  # 6 Snakemake runs: minutes on a loaded 2-core machine

@@ -740,6 +740,21 @@ class ResultStore:
             reach("meta_test.array")
         reach("meta_test.committed")
 
+    def meta_test_scores(self, chosen: list[tuple[int, int]]) -> list[float | None] | None:
+        """The stored meta-test scores (None: failed) if the meta-test of exactly ``chosen``
+        ((generation, individual), best first) is completely written, else None: a rerun of
+        the step then has nothing to evaluate again."""
+        names = ("meta_test_generation", "meta_test_individual", "meta_test_status")
+        if not all(self.has(n) for n in (*names, "meta_test_fitness")):
+            return None
+        gens, inds, status = (np.asarray(self.array(n)[...]) for n in names)
+        if list(zip(gens.tolist(), inds.tolist(), strict=True)) != [tuple(c) for c in chosen]:
+            return None
+        if np.any(status == PENDING):
+            return None
+        fitness = np.asarray(self.array("meta_test_fitness")[...], dtype=np.float64)
+        return [float(f) if s == DONE else None for f, s in zip(fitness, status, strict=True)]
+
     def set_array_dims(self, array_dims: dict[str, tuple[str, ...]]) -> None:
         """Record the dimension names of an optimizee's array results (before they are written)."""
         dims = {k: list(v) for k, v in array_dims.items()}
