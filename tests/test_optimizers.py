@@ -5,6 +5,9 @@ registered; it only has to add a row to ``QUALITY`` (and to ``SEED_INDEPENDENT``
 random numbers). Nevergrad optimizers are not registered (they are made by name on demand), so
 the suite adds the ``nevergrad:<Name>`` entries of ``NEVERGRAD`` and skips them, with the reason,
 when nevergrad is not installed. They restore by replay, which the checkpoint tests exercise.
+The same holds for the ``optuna:<Sampler>`` entries of ``OPTUNA`` (skipped without optuna); the
+Gaussian-process sampler costs about a second per trial on a loaded 2-core machine, so its
+entries are in the slow suite, with fewer generations where a test only checks the contract.
 
 Optimizers with ``uses_outputs`` (EnKF) are told each individual's output vector too: the
 residuals whose sum of squares is the benchmark (``z`` for the sphere,
@@ -69,13 +72,35 @@ QUALITY: dict[str, dict[str, Quality]] = {
         "gradient_descent": (0.1, 40.0, 12.0),
         # matches the residual vectors: exact for the sphere's linear residuals
         "enkf": (0.001, 45.0, 0.002),
+        # without expression parameters: a (mu+lambda)-ES with a fixed step
+        "cgp": (0.5, 30.0, 12.0),
         "nevergrad:TwoPointsDE": (0.5, 25.0, 10.0),
         "nevergrad:PSO": (25.0, 60.0, 350.0),
     }.items()
 }
+# Optuna's model-based samplers are made for small budgets (and TPE/GP cost grows with the
+# trials told), so they are held to thresholds after 10 generations x 16 (GP: 5 x 8)
+QUALITY.update(
+    {
+        name: {
+            f: Quality(*budget, t)
+            for f, t in zip(("sphere", "rastrigin", "rosenbrock"), row, strict=True)
+        }
+        for name, budget, row in (
+            ("optuna:TPE", (10, 16), (0.8, 45.0, 40.0)),
+            ("optuna:CmaEs", (10, 16), (5.0, 50.0, 40.0)),
+            ("optuna:NSGAII", (10, 16), (7.0, 45.0, 80.0)),
+            ("optuna:NSGAIII", (10, 16), (7.0, 35.0, 95.0)),
+            ("optuna:QMC", (10, 16), (16.0, 75.0, 240.0)),
+            ("optuna:Random", (10, 16), (20.0, 75.0, 260.0)),
+            ("optuna:GP", (5, 8), (0.8, 80.0, 500.0)),
+        )
+    }
+)
 QUALITY_SEEDS = (0, 1, 2)
 QUALITY_DIMENSION = 5
-SHIFT = np.array([1.7, -2.6, 3.1, -0.9, 2.3])
+# (the sixth entry serves benchmarks/small_budget.py's d = 6)
+SHIFT = np.array([1.7, -2.6, 3.1, -0.9, 2.3, -1.4])
 
 #: optimizers whose asks do not depend on the seed
 SEED_INDEPENDENT = {"grid"}
@@ -84,7 +109,20 @@ SEED_INDEPENDENT = {"grid"}
 NEVERGRAD = ["nevergrad:TwoPointsDE", "nevergrad:PSO"]
 HAS_NEVERGRAD = importlib.util.find_spec("nevergrad") is not None
 _NO_NG = pytest.mark.skipif(not HAS_NEVERGRAD, reason="nevergrad is not installed")
-NAMES = sorted(REGISTRY) + [pytest.param(n, marks=_NO_NG, id=n) for n in NEVERGRAD]
+#: Optuna samplers run by the suite; GP (about a second per trial) only in the slow suite
+OPTUNA = ["optuna:TPE", "optuna:CmaEs", "optuna:NSGAII", "optuna:NSGAIII", "optuna:QMC"]
+OPTUNA += ["optuna:Random", "optuna:GP"]
+EXPENSIVE = {"optuna:GP"}
+HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
+_NO_OPTUNA = pytest.mark.skipif(not HAS_OPTUNA, reason="optuna is not installed")
+NAMES = (
+    sorted(REGISTRY)
+    + [pytest.param(n, marks=_NO_NG, id=n) for n in NEVERGRAD]
+    + [
+        pytest.param(n, marks=[_NO_OPTUNA, *([pytest.mark.slow] if n in EXPENSIVE else [])], id=n)
+        for n in OPTUNA
+    ]
+)
 DIM = 3
 POP = 6
 
@@ -164,6 +202,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     *[("gradient_descent", {"update": u}) for u in ("classic", "stochastic", "adamax", "rmsprop")],
     ("enkf", {"worst_n": 2, "best_n": 3, "gamma": 0.0}),
     ("face", {"max_pool_generations": 1, "min_elite": 1}),
+    ("cgp", {"reevaluate_parents": True, "n_parents": 2}),
 ]
 
 
@@ -278,12 +317,12 @@ def test_asks_in_box_with_right_shape(name: str, pop: int, dim: int) -> None:
         assert "population_size" in str(err)  # an honest refusal says why
         return
     noise = np.random.default_rng(0)
-    for g in range(12):
+    for g in range(4 if name in EXPENSIVE else 12):
         x = opt.ask()
         assert x.shape == (pop, dim) and x.dtype == np.float64
         assert np.all((x >= 0.0) & (x <= 1.0))
         # push towards a corner for a while (boundary handling), then random fitness
-        fx = -x.sum(axis=1) if g < 8 else noise.standard_normal(pop)
+        fx = -x.sum(axis=1) if g < (2 if name in EXPENSIVE else 8) else noise.standard_normal(pop)
         tell(opt, x, fx)
 
 

@@ -58,12 +58,14 @@ class L2LAccessor:
 
     @property
     def parameters(self) -> list[str]:
-        """The names of the parameters, in the order of the config's ``space``."""
+        """The names of the parameters, in the order of the config's ``space``; an expression
+        parameter by its formula text (``<name>_formula``), not its integer genome."""
         names = self.meta.get("parameters")
         if names is None:
             names = [
                 k for k, v in self._ds.data_vars.items() if v.attrs.get("l2l_role") == "parameter"
             ]
+        names = [f"{n}_formula" if f"{n}_formula" in self._ds else n for n in names]
         return [n for n in names if n in self._ds]
 
     @property

@@ -442,7 +442,7 @@ def validate_config(raw: dict[str, Any], *, check_code: bool = True) -> dict[str
     config = copy.deepcopy(raw)
     _fill_defaults(config, schema())
     for spec in config["space"].values():
-        if spec.get("type") == "choice":
+        if spec.get("type") in ("choice", "expression"):
             spec.pop("scale", None)  # a default filled in by the schema; means nothing here
     config.setdefault("results", f"results/{config['name']}")
     _check_dashboard(config["execution"].get("dashboard", False))
@@ -620,6 +620,15 @@ def _check_space(space: dict[str, Any]) -> None:
                 f"(reserved: {', '.join(sorted(RESERVED_NAMES))}, metric_*, l2l_*)"
             )
         kind = spec.get("type", "float")
+        if kind == "expression":
+            _check_expression(key, spec, space)
+            continue
+        expression_keys = sorted(set(spec) & {"inputs", "operations", "n_nodes", "constants"})
+        if expression_keys:
+            raise ConfigError(
+                f"{key}.{expression_keys[0]}: only allowed with type: expression "
+                f"(this parameter's type is {kind})"
+            )
         if kind == "choice":
             choices = spec.get("choices")
             if not choices:
@@ -670,6 +679,28 @@ def _check_space(space: dict[str, Any]) -> None:
             raise ConfigError(f"{key}.low: a log-scale parameter needs low > 0 (got {low})")
 
 
+def _check_expression(key: str, spec: dict[str, Any], space: dict[str, Any]) -> None:
+    """An expression parameter: inputs given, unique, and no bounds or choices."""
+    extra = sorted(set(spec) & {"low", "high", "choices"}) or (
+        ["scale"] if spec.get("scale", "linear") != "linear" else []
+    )
+    if extra:
+        raise ConfigError(
+            f"{key}.{extra[0]}: not used by an expression parameter "
+            "(it takes inputs, operations, n_nodes, constants)"
+        )
+    inputs = spec.get("inputs")
+    if not inputs:
+        raise ConfigError(f"{key}.inputs: an expression needs its inputs, e.g. [pre, post, error]")
+    if len(set(inputs)) != len(inputs) or len(set(spec.get("operations", []))) != len(
+        spec.get("operations", [])
+    ):
+        raise ConfigError(f"{key}: each input and each operation may appear once (got {spec!r})")
+    formula = f"{key.split('.', 1)[1]}_formula"
+    if formula in space:
+        raise ConfigError(f"space.{formula}: the name is taken by the expression's formula text")
+
+
 def _optimizer_message(exc: Exception) -> str:
     """An :class:`OptimizerError` as one line that starts with the key it is about."""
     msg = str(exc)
@@ -702,6 +733,7 @@ def _check_code(config: dict[str, Any]) -> None:
             seed=0,
             direction=config["direction"],
             grid_points=space.grid_points,
+            expressions=space.expressions,
             **opts,
         )
 

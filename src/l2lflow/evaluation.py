@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from l2lflow.runner import Chunk, EvaluationSpec, evaluate_chunk
+from l2lflow.space import ParameterSpace
 from l2lflow.store import DONE, FAILED, PENDING, ResultStore
 
 TARGET_CHUNK_S = 0.1
@@ -188,7 +189,7 @@ def evaluate_generation(
     note_fitness()
     params = store.parameters(generation)
     seeds = store.seeds(generation)
-    names = list(params)
+    space = ParameterSpace.from_config(config["space"])
     retries = int(config.get("evaluation", {}).get("retries", 1))
     fail_value = failure_fitness(config)
     batch_size = int(config.get("evaluation", {}).get("batch_size") or len(status))
@@ -198,7 +199,7 @@ def evaluate_generation(
             "generation": generation,
             "individual": i,
             "seed": int(seeds[i]),
-            "params": {n: params[n][i].item() for n in names},
+            "params": space.optimizee_values(params, i),
             "attempt": attempt,
             "task_seed": task_seed,
             "phase": "optimize",

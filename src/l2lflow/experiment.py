@@ -81,6 +81,7 @@ class Experiment:
             seed=seeds.optimizer_seed(int(self.config["seed"])),
             direction=self.config["direction"],
             grid_points=self.space.grid_points,
+            expressions=self.space.expressions,
             **self.config["optimizer"].get("options", {}),
         )
 
@@ -356,7 +357,7 @@ class Experiment:
         meta_seed = seeds.meta_test_seed(int(self.config["seed"]))
         items = []
         for rank, (g, i) in enumerate(chosen):
-            params = {name: values[i].item() for name, values in self.store.parameters(g).items()}
+            params = self.space.optimizee_values(self.store.parameters(g), i)
             items.append(
                 {
                     "generation": g,

@@ -3,6 +3,12 @@
 Optimizers only ever see ``[0, 1]^d``; this module turns a point of that box into
 ``{"tau_m": 12.3, "n_hidden": 64, "synapse": "stdp"}`` (linear or log scale, rounding for ints,
 equal bins for choices), so every optimizer handles every kind of parameter.
+
+An ``expression`` parameter (a formula, see :mod:`l2lflow.expression`) takes one box dimension
+per gene of its CGP genome, each decoded like a choice among that gene's values: every
+optimizer can search it, and the ``cgp`` optimizer mutates it as a genome. Its value is the
+integer genome (stored on ``(generation, individual, <name>_gene)``) with the simplified formula
+beside it (``<name>_formula``); an optimizee gets a callable :class:`~l2lflow.expression.Expression`.
 """
 
 from __future__ import annotations
@@ -13,15 +19,23 @@ from typing import Any
 
 import numpy as np
 
+from l2lflow.expression import ExpressionSpec
+
 
 @dataclass(frozen=True)
 class Parameter:
     name: str
-    kind: str  # float | int | choice
+    kind: str  # float | int | choice | expression
     low: float = 0.0
     high: float = 1.0
     scale: str = "linear"
     choices: tuple[Any, ...] = ()
+    expression: ExpressionSpec | None = None
+
+    @property
+    def width(self) -> int:
+        """Dimensions of the unit box this parameter takes (an expression: one per gene)."""
+        return self.expression.genome_length if self.expression is not None else 1
 
     @property
     def grid_points(self) -> int | None:
@@ -35,6 +49,8 @@ class Parameter:
     @property
     def dtype(self) -> str:
         """The store's dtype for this parameter's values."""
+        if self.kind == "expression":
+            return "int64"
         if self.kind == "float":
             return "float64"
         if self.kind == "int":
@@ -49,8 +65,11 @@ class Parameter:
         return "float64"
 
     def decode(self, u: np.ndarray) -> np.ndarray:
-        """Unit-box coordinates (1-D) to this parameter's values."""
+        """Unit-box coordinates (1-D; an expression's: one column per gene) to its values."""
         u = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)
+        if self.expression is not None:  # each gene: equal bins, one per value
+            alleles = self.expression.alleles
+            return np.minimum(np.floor(u * alleles).astype(np.int64), alleles - 1)
         if self.kind == "choice":
             idx = np.minimum((u * len(self.choices)).astype(np.int64), len(self.choices) - 1)
             return np.array(self.choices, dtype=self.dtype)[idx]
@@ -85,6 +104,8 @@ class ParameterSpace:
             kind = spec.get("type", "float")
             if kind == "choice":
                 params.append(Parameter(name, kind, choices=tuple(spec["choices"])))
+            elif kind == "expression":
+                params.append(Parameter(name, kind, expression=ExpressionSpec.from_config(spec)))
             else:
                 params.append(
                     Parameter(
@@ -103,16 +124,56 @@ class ParameterSpace:
 
     @property
     def dimension(self) -> int:
-        return len(self.parameters)
+        return sum(p.width for p in self.parameters)
 
     @property
     def grid_points(self) -> list[int | None]:
-        return [p.grid_points for p in self.parameters]
+        """Per box dimension, how many distinct values it has (None: continuous)."""
+        points: list[int | None] = []
+        for p in self.parameters:
+            if p.expression is not None:
+                points += [int(a) for a in p.expression.alleles]
+            else:
+                points.append(p.grid_points)
+        return points
+
+    @property
+    def expressions(self) -> list[tuple[int, ExpressionSpec]]:
+        """(first box dimension, spec) of each expression parameter (what ``cgp`` mutates)."""
+        out, offset = [], 0
+        for p in self.parameters:
+            if p.expression is not None:
+                out.append((offset, p.expression))
+            offset += p.width
+        return out
 
     def decode(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """A generation ``(population, dimension)`` in the unit box → one array per parameter."""
+        """A generation ``(population, dimension)`` in the unit box → one array per parameter
+        (an expression's: the genomes ``(population, genes)`` and ``<name>_formula`` texts)."""
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        return {p.name: p.decode(x[:, j]) for j, p in enumerate(self.parameters)}
+        values: dict[str, np.ndarray] = {}
+        offset = 0
+        for p in self.parameters:
+            if p.expression is not None:
+                genomes = p.decode(x[:, offset : offset + p.width])
+                values[p.name] = genomes
+                values[f"{p.name}_formula"] = np.array(
+                    [p.expression.formula(g) for g in genomes], dtype=str
+                )
+            else:
+                values[p.name] = p.decode(x[:, offset])
+            offset += p.width
+        return values
+
+    def optimizee_values(self, values: dict[str, np.ndarray], index: int) -> dict[str, Any]:
+        """What the optimizee gets for individual ``index`` of stored ``values``: plain Python
+        values, and a callable :class:`~l2lflow.expression.Expression` per expression."""
+        return {
+            p.name: p.expression.compile(values[p.name][index])
+            if p.expression is not None
+            else values[p.name][index].item()
+            for p in self.parameters
+        }
 
     @staticmethod
     def individual(values: dict[str, np.ndarray], index: int) -> dict[str, Any]:

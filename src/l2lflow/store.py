@@ -5,6 +5,8 @@ Layout (root group, every array with ``dimension_names`` so xarray finds its dim
     generation (generation)                      coordinate, grows by one per sampled generation
     individual (individual)                      coordinate, 0 .. population_size-1
     <parameter> (generation, individual)         one per parameter of the space
+    <expression> (generation, individual, <expression>_gene)  integer CGP genome of an
+    <expression>_formula (generation, individual)              expression parameter, its formula
     fitness, status, seed (generation, individual)
     metric_<name> (generation, individual)       extra scalar metrics an optimizee returns
     <array> (generation, individual, ...)        arrays an optimizee returns (traces, per-task scores)
@@ -300,7 +302,7 @@ class ResultStore:
         )
         ind[:] = np.arange(pop)
         ind.attrs["long_name"] = "individual within its generation"
-        spec = {p.name: (p.dtype, _fill(p.dtype)) for p in space.parameters}
+        spec = {p.name: (p.dtype, _fill(p.dtype)) for p in space.parameters if p.expression is None}
         spec["fitness"] = ("float64", np.nan)
         spec["status"] = ("int8", PENDING)
         spec["seed"] = ("int64", 0)
@@ -328,6 +330,7 @@ class ResultStore:
                 p = next(p for p in space.parameters if p.name == name)
                 arr.attrs.update({"l2l_role": "parameter", "l2l_kind": p.kind})
             reach("create.array")
+        _create_expression_arrays(root, space, pop)
         opt = root.create_group("optimizer")
         opt.create_array(
             "state",
@@ -489,7 +492,10 @@ class ResultStore:
         if generation != n:
             raise StoreError(f"cannot add generation {generation}: the store has {n} generations")
         pop = self.population_size
-        rows: dict[str, Any] = {name: np.asarray(col).reshape(pop) for name, col in values.items()}
+        rows: dict[str, Any] = {
+            name: np.asarray(col).reshape(pop, *self.array(name).shape[2:])  # expression genomes
+            for name, col in values.items()
+        }
         rows["seed"] = np.asarray(seeds, dtype=np.int64)
         rows["generation"] = generation
         for name, arr in self._generation_arrays():
@@ -761,6 +767,40 @@ class ResultStore:
         if self.attrs.get("array_dims") != dims:
             self.attrs = {**self.attrs, "array_dims": dims}
             _write_root_attrs(self.path, self.attrs)
+
+
+def _create_expression_arrays(root: Any, space: Any, pop: int) -> None:
+    """Each expression parameter: its integer genome on ``(generation, individual, <name>_gene)``
+    (fixed length, so a generation is one chunk) and its simplified formula as text."""
+    for p in space.parameters:
+        if p.expression is None:
+            continue
+        genome = root.create_array(
+            p.name,
+            shape=(0, pop, p.expression.genome_length),
+            chunks=(1, pop, p.expression.genome_length),
+            dtype="int64",
+            fill_value=-1,  # never a gene: a lost chunk shows
+            dimension_names=[*_DIMS, f"{p.name}_gene"],
+            config=_WRITE_EVERY_CHUNK,
+        )
+        genome.attrs.update({"l2l_role": "parameter", "l2l_kind": "expression"})
+        genome.attrs["expression"] = {
+            "inputs": list(p.expression.inputs),
+            "operations": list(p.expression.operations),
+            "n_nodes": p.expression.n_nodes,
+            "constants": list(p.expression.constants),
+        }
+        formula = root.create_array(
+            f"{p.name}_formula",
+            shape=(0, pop),
+            chunks=(1, pop),
+            dtype=str,
+            fill_value="",
+            dimension_names=_DIMS,
+            config=_WRITE_EVERY_CHUNK,
+        )
+        formula.attrs.update({"l2l_role": "formula", "long_name": f"{p.name} simplified (sympy)"})
 
 
 def _unreadable_variable(path: Path) -> str:

@@ -7,6 +7,7 @@ from l2lflow.optimizees import (  # noqa: F401  (registers the built-ins)
     functions,
     genn,
     genn_reservoir,
+    plasticity,
     probe,
     torch_lsnn,
 )

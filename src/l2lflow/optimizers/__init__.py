@@ -2,6 +2,7 @@
 
 from l2lflow.optimizers import (  # noqa: F401  (each module registers its optimizer)
     annealing,
+    cgp,
     cmaes,
     cross_entropy,
     enkf,

@@ -15,6 +15,7 @@ the generations recorded in the store again (:func:`replay`).
 
 from __future__ import annotations
 
+import difflib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -56,6 +57,10 @@ class Optimizer(ABC):
     grid_points:
         Per dimension, how many distinct values that parameter has (``None`` for continuous).
         Grid search uses it; other optimizers may ignore it.
+    expressions:
+        ``(first dimension, ExpressionSpec)`` of each expression parameter: its genes occupy
+        the next ``genome_length`` dimensions (see :mod:`l2lflow.space`). The ``cgp`` optimizer
+        mutates them as genomes; the others search them like choices.
     options:
         The optimizer's own options from the config (``optimizer.options``).
     """
@@ -76,6 +81,7 @@ class Optimizer(ABC):
         seed: int,
         direction: str = "minimize",
         grid_points: list[int | None] | None = None,
+        expressions: list[tuple[int, Any]] | None = None,
         **options: Any,
     ) -> None:
         if dimension < 1:
@@ -95,6 +101,7 @@ class Optimizer(ABC):
         self.seed = int(seed)
         self.direction = direction
         self.grid_points = list(grid_points) if grid_points is not None else [None] * dimension
+        self.expressions = list(expressions or [])
         self.options = {**self.default_options, **options}
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
         #: generations told so far
@@ -223,6 +230,25 @@ class Optimizer(ABC):
         """Inverse of :meth:`_get_state`."""
 
 
+class ParentsState:
+    """Mixin: the state of an elitist optimizer is its ``parents`` (points) and their
+    ``parent_loss``, both ``None`` before the first tell (NSGA-II, CGP)."""
+
+    parents: np.ndarray | None
+    parent_loss: np.ndarray | None
+    dimension: int
+
+    def _get_state(self) -> dict[str, Any]:
+        return {"parents": self.parents, "parent_loss": self.parent_loss}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        if state["parents"] is None:
+            self.parents = self.parent_loss = None
+        else:
+            self.parents = as_array(state["parents"]).reshape(-1, self.dimension)
+            self.parent_loss = as_array(state["parent_loss"])
+
+
 def _plain(value: Any) -> Any:
     """Turn numpy containers and scalars into JSON-able Python values (exactly, floats by repr)."""
     if isinstance(value, dict):
@@ -274,19 +300,69 @@ def replay(
     return opt
 
 
+class FailureFill:
+    """Replaces failed (infinite) losses by a finite loss worse than every success told so far.
+
+    For optimizers backed by a library that wants finite values (Nevergrad, Optuna): a failure
+    is then a bad point to move away from, never one that wins. Before any success the fill is 0.
+    """
+
+    def __init__(self) -> None:
+        self.lo, self.hi = math.inf, -math.inf  # finite losses told so far
+
+    def __call__(self, loss: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(loss)
+        if finite.any():
+            self.lo = min(self.lo, float(loss[finite].min()))
+            self.hi = max(self.hi, float(loss[finite].max()))
+        worst = self.hi + max(1.0, self.hi - self.lo) if math.isfinite(self.hi) else 0.0
+        return np.where(finite, loss, worst if math.isfinite(worst) else self.hi)
+
+
+#: prefix -> (module, function) that makes a bridge class on demand, e.g. ``nevergrad:TwoPointsDE``
+BRIDGES: dict[str, tuple[str, str]] = {
+    "nevergrad:": ("l2lflow.optimizers.nevergrad_bridge", "nevergrad_class"),
+    "optuna:": ("l2lflow.optimizers.optuna_bridge", "optuna_class"),
+}
+_BRIDGE_CLASSES: dict[str, type[Optimizer]] = {}
+
+
+def bridge_class(
+    name: str, prefix: str, base: type[Optimizer], known: Iterable[str], example: str, **attrs: Any
+) -> type[Optimizer]:
+    """The class ``prefix + inner`` derived from ``base``, made once, with ``inner`` checked
+    against ``known`` (an unknown one is refused with the close matches)."""
+    if name in _BRIDGE_CLASSES:
+        return _BRIDGE_CLASSES[name]
+    inner = name[len(prefix) :]
+    known = list(known)
+    if inner not in known:
+        close = difflib.get_close_matches(inner, known, n=5, cutoff=0.6)
+        hint = f"close matches: {', '.join(prefix + c for c in close)}" if close else example
+        raise OptimizerError(f"optimizer.name: unknown optimizer {name!r} ({hint})")
+    cls = type(
+        f"{base.__name__}_{inner}",
+        (base,),
+        {"name": name, "__module__": base.__module__, **attrs},
+    )
+    _BRIDGE_CLASSES[name] = cls
+    return cls
+
+
 def get_optimizer_class(name: str) -> type[Optimizer]:
     """Look an optimizer up by name, with the list of known names in the error."""
+    import importlib
+
     from l2lflow import optimizers  # noqa: F401  (fills the registry)
 
-    if name.startswith("nevergrad:"):
-        from l2lflow.optimizers.nevergrad_bridge import nevergrad_class
-
-        return nevergrad_class(name)
+    for prefix, (module, function) in BRIDGES.items():
+        if name.startswith(prefix):
+            return getattr(importlib.import_module(module), function)(name)
     try:
         return REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(REGISTRY))
         raise OptimizerError(
-            f"optimizer.name: unknown optimizer {name!r} "
-            f"(known: {known}, or nevergrad:<Name> for any Nevergrad optimizer)"
+            f"optimizer.name: unknown optimizer {name!r} (known: {known}, "
+            "nevergrad:<Name> for any Nevergrad optimizer, or optuna:<Sampler>)"
         ) from None

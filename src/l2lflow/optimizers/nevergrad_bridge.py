@@ -18,16 +18,14 @@ Nevergrad's ~500 optimizers; the name is checked against ``nevergrad.optimizers.
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from typing import Any, ClassVar
 
 import numpy as np
 
-from l2lflow.optimizers.base import Optimizer, OptimizerError
+from l2lflow.optimizers.base import FailureFill, Optimizer, OptimizerError, bridge_class
 
 PREFIX = "nevergrad:"
-_CLASSES: dict[str, type[Optimizer]] = {}
 
 
 def _registry() -> Any:
@@ -45,25 +43,15 @@ def _registry() -> Any:
 
 def nevergrad_class(name: str) -> type[Optimizer]:
     """The optimizer class for ``nevergrad:<Name>``, checked against Nevergrad's registry."""
-    ng_name = name[len(PREFIX) :] if name.startswith(PREFIX) else name
-    if name in _CLASSES:
-        return _CLASSES[name]
-    registry = _registry()
-    if ng_name not in registry:
-        close = difflib.get_close_matches(ng_name, list(registry), n=5, cutoff=0.6)
-        hint = (
-            f"close matches: {', '.join(PREFIX + c for c in close)}"
-            if close
-            else "see nevergrad.optimizers.registry, e.g. nevergrad:NGOpt"
-        )
-        raise OptimizerError(f"optimizer.name: unknown Nevergrad optimizer {ng_name!r} ({hint})")
-    cls = type(
-        f"Nevergrad_{ng_name}",
-        (NevergradOptimizer,),
-        {"name": PREFIX + ng_name, "ng_name": ng_name, "__module__": __name__},
+    ng_name = name[len(PREFIX) :]
+    return bridge_class(
+        name,
+        PREFIX,
+        NevergradOptimizer,
+        _registry(),
+        "see nevergrad.optimizers.registry, e.g. nevergrad:NGOpt",
+        ng_name=ng_name,
     )
-    _CLASSES[name] = cls
-    return cls
 
 
 class NevergradOptimizer(Optimizer):
@@ -106,7 +94,7 @@ class NevergradOptimizer(Optimizer):
                 parametrization=param, budget=budget, num_workers=self.population_size
             )
         self._candidates: list[Any] | None = None
-        self._lo, self._hi = np.inf, -np.inf  # finite losses told so far
+        self._fill = FailureFill()
 
     def _ask(self) -> np.ndarray:
         try:
@@ -121,13 +109,7 @@ class NevergradOptimizer(Optimizer):
 
     def _tell(self, x: np.ndarray, loss: np.ndarray) -> None:
         assert self._candidates is not None
-        finite = np.isfinite(loss)
-        if finite.any():
-            lo, hi = loss[finite].min(), loss[finite].max()
-            self._lo, self._hi = min(self._lo, lo), max(self._hi, hi)
-        # failures: worse than the worst success so far, but finite (0 before any success)
-        worst = self._hi + max(1.0, self._hi - self._lo) if np.isfinite(self._hi) else 0.0
-        loss = np.where(finite, loss, worst if np.isfinite(worst) else self._hi)
+        loss = self._fill(loss)  # failures: worse than the worst success so far, but finite
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for candidate, value in zip(self._candidates, loss, strict=True):

@@ -8,11 +8,9 @@ polynomial mutation, all in the unit box. Told a single fitness column it is a p
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from l2lflow.optimizers.base import Optimizer, OptimizerError, as_array, register
+from l2lflow.optimizers.base import Optimizer, OptimizerError, ParentsState, register
 
 
 def non_dominated_fronts(loss: np.ndarray) -> list[np.ndarray]:
@@ -74,7 +72,7 @@ def hypervolume_2d(loss: np.ndarray, reference: tuple[float, float]) -> float:
 
 
 @register
-class NSGA2(Optimizer):
+class NSGA2(ParentsState, Optimizer):
     name = "nsga2"
     multi_objective = True
     default_options = {
@@ -161,16 +159,3 @@ class NSGA2(Optimizer):
                 break
         self.parents = pool_x[chosen]
         self.parent_loss = pool_loss[chosen]
-
-    def _get_state(self) -> dict[str, Any]:
-        return {
-            "parents": None if self.parents is None else self.parents,
-            "parent_loss": None if self.parent_loss is None else self.parent_loss,
-        }
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        if state["parents"] is None:
-            self.parents = self.parent_loss = None
-        else:
-            self.parents = as_array(state["parents"])
-            self.parent_loss = as_array(state["parent_loss"])
