@@ -14,6 +14,7 @@ import sympy
 from helpers import write_config
 from test_optimizers_experiment import _assert_restores_every_generation, _run
 
+from l2lflow.check import check_store
 from l2lflow.config import ConfigError, load_config
 from l2lflow.experiment import Experiment
 from l2lflow.expression import ExpressionSpec
@@ -213,6 +214,8 @@ def test_experiment_stores_genomes_and_formulas_and_resumes(tmp_path: Path) -> N
     )
     _assert_restores_every_generation(cfg, 3)
     assert Experiment(cfg).store.checkpoint(2)["optimizer"]["name"] == "cgp"  # JSON state
+    report = check_store(cfg["results"])
+    assert report.healthy, report.render()
 
 
 @pytest.mark.parametrize(

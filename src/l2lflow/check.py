@@ -469,6 +469,8 @@ class _Checker:
             if p.kind == "choice":
                 allowed = np.array(p.choices, dtype=p.dtype)
                 ok = np.isin(values, allowed)
+            elif p.expression is not None:  # every gene one of its values
+                ok = np.all((values >= 0) & (values < p.expression.alleles), axis=-1)
             else:
                 v = np.asarray(values, dtype=np.float64)
                 ok = (v >= p.low) & (v <= p.high)
