@@ -203,7 +203,37 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("enkf", {"worst_n": 2, "best_n": 3, "gamma": 0.0}),
     ("face", {"max_pool_generations": 1, "min_elite": 1}),
     ("cgp", {"reevaluate_parents": True, "n_parents": 2}),
+    # one initial step per parameter (unit box), DIM = 3
+    ("snes", {"sigma": [0.05, 0.2, 0.4]}),
+    ("cross_entropy", {"sigma": [0.05, 0.2, 0.4]}),
+    ("face", {"sigma": [0.05, 0.2, 0.4]}),
+    ("es", {"noise_std": [0.01, 0.05, 0.1]}),
+    ("cmaes", {"sigma0": [0.05, 0.2, 0.4]}),
 ]
+
+#: ES-family options that take one value per parameter, and a list for DIM = 3
+PER_PARAMETER = {
+    "snes": "sigma",
+    "cross_entropy": "sigma",
+    "face": "sigma",
+    "es": "noise_std",
+    "cmaes": "sigma0",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PER_PARAMETER))
+def test_per_parameter_steps_shape_the_first_generation(name: str) -> None:
+    key = PER_PARAMETER[name]
+    steps = np.array([0.01, 0.04, 0.16])
+    x = make(name, pop=64, **{key: steps.tolist()}).ask()
+    spread = x.std(axis=0)
+    assert spread[0] < spread[1] < spread[2], spread  # each dimension its own step
+    same = make(name, pop=64, **{key: 0.04}).ask()
+    assert np.array_equal(same, make(name, pop=64, **{key: [0.04] * DIM}).ask())
+    with pytest.raises(OptimizerError, match=rf"optimizer.options.{key} must be > 0.*list of 3"):
+        make(name, **{key: [0.1, 0.2]})
+    with pytest.raises(OptimizerError, match=rf"optimizer.options.{key}"):
+        make(name, **{key: [0.1, -0.2, 0.1]})
 
 
 def make(

@@ -200,6 +200,24 @@ class Optimizer(ABC):
         self._pending = None if pending is None else np.asarray(pending, dtype=np.float64)
         self._set_state(state["state"])
 
+    def per_dimension(self, key: str) -> np.ndarray:
+        """Option ``key`` as one positive value per box dimension: a number (every dimension)
+        or a list of ``dimension`` numbers, in unit-box coordinates (a step of 0.1 is a tenth
+        of that parameter's range, of its log range on a log scale)."""
+        value = self.options[key]
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = np.asarray([np.nan])
+        if arr.ndim == 0:
+            arr = np.full(self.dimension, float(arr))
+        if arr.shape != (self.dimension,) or not np.all(np.isfinite(arr) & (arr > 0)):
+            raise OptimizerError(
+                f"optimizer.options.{key} must be > 0: one number, or a list of {self.dimension} "
+                f"(one per parameter, in the unit box), not {value!r}"
+            )
+        return arr
+
     @property
     def outputs_key(self) -> str | None:
         """Name of the optimizee's result array told as ``outputs`` (``None``: no outputs)."""

@@ -31,7 +31,7 @@ class CMAES(Optimizer):
     name = "cmaes"
     default_options: dict[str, Any] = {
         "x0": 0.5,  # initial mean: a number or one per dimension
-        "sigma0": 0.3,  # initial step size, in unit-box coordinates
+        "sigma0": 0.3,  # initial step size, in unit-box coordinates (or one per parameter)
     }
 
     def _setup(self) -> None:
@@ -41,9 +41,8 @@ class CMAES(Optimizer):
 
         if self.population_size < 2:
             raise OptimizerError("cmaes needs population_size >= 2 (cma needs >= 2 weights)")
-        sigma0 = float(self.options["sigma0"])
-        if sigma0 <= 0:
-            raise OptimizerError("optimizer.options.sigma0 must be > 0")
+        stds = self.per_dimension("sigma0")
+        sigma0 = float(stds.max())  # cma: overall step sigma0, per-coordinate factors CMA_stds
         x0 = np.broadcast_to(np.asarray(self.options["x0"], dtype=np.float64), (self.dimension,))
         opts = {
             "popsize": self.population_size,
@@ -55,6 +54,8 @@ class CMAES(Optimizer):
             "verb_disp": 0,
             "signals_filename": "",
         }
+        if np.any(stds != sigma0):
+            opts["CMA_stds"] = (stds / sigma0).tolist()
         if self.dimension == 1:
             # cma 4.5's std limit (maxstd = bound range / 3) crashes in 1-D
             # (DiagonalDecoding.set_i: "not yet initialized"); an infinite maxstd turns it off

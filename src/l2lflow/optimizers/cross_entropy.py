@@ -27,7 +27,7 @@ class CrossEntropy(Optimizer):
         "elite_fraction": 0.2,
         "smoothing": 0.7,
         "mean": 0.5,  # initial mean: a number or one per dimension
-        "sigma": 0.3,  # initial standard deviation
+        "sigma": 0.3,  # initial standard deviation (or one per parameter), unit box
         "min_sigma": 1e-3,
         "full_covariance": False,
     }
@@ -38,11 +38,11 @@ class CrossEntropy(Optimizer):
             raise OptimizerError("optimizer.options.elite_fraction must be in (0, 1]")
         if not 0.0 < float(o["smoothing"]) <= 1.0:
             raise OptimizerError("optimizer.options.smoothing must be in (0, 1]")
-        if float(o["sigma"]) <= 0 or float(o["min_sigma"]) < 0:
-            raise OptimizerError("optimizer.options.sigma must be > 0 and min_sigma >= 0")
+        if float(o["min_sigma"]) < 0:
+            raise OptimizerError("optimizer.options.min_sigma must be >= 0")
         mean = np.broadcast_to(np.asarray(o["mean"], dtype=np.float64), (self.dimension,))
         self.mean = np.clip(mean, 0.0, 1.0).copy()
-        self.cov = np.eye(self.dimension) * float(o["sigma"]) ** 2
+        self.cov = np.diag(self.per_dimension("sigma") ** 2)
         self.n_elite = max(1, math.ceil(float(o["elite_fraction"]) * self.population_size))
 
     def _ask(self) -> np.ndarray:

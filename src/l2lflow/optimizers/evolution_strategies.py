@@ -37,7 +37,7 @@ class EvolutionStrategy(Optimizer):
     name = "es"
     default_options: dict[str, Any] = {
         "learning_rate": 0.02,
-        "noise_std": 0.05,  # in unit-box coordinates
+        "noise_std": 0.05,  # in unit-box coordinates (or one per parameter)
         "mean": 0.5,  # initial mean: a number or one per dimension
     }
 
@@ -47,8 +47,9 @@ class EvolutionStrategy(Optimizer):
                 "es needs population_size >= 2 (at least one mirrored pair to estimate a gradient)"
             )
         o = self.options
-        if float(o["learning_rate"]) <= 0 or float(o["noise_std"]) <= 0:
-            raise OptimizerError("optimizer.options.learning_rate and noise_std must be > 0")
+        if float(o["learning_rate"]) <= 0:
+            raise OptimizerError("optimizer.options.learning_rate must be > 0")
+        self.noise_std = self.per_dimension("noise_std")
         mean = np.broadcast_to(np.asarray(o["mean"], dtype=np.float64), (self.dimension,))
         self.mean = np.clip(mean, 0.0, 1.0).copy()
         self.eps: np.ndarray | None = None  # the pending generation's perturbations
@@ -56,7 +57,7 @@ class EvolutionStrategy(Optimizer):
     def _ask(self) -> np.ndarray:
         pairs = self.population_size // 2
         self.eps = self.rng.standard_normal((pairs, self.dimension))
-        step = float(self.options["noise_std"]) * self.eps
+        step = self.noise_std * self.eps
         rows = [self.mean + step, self.mean - step]
         if self.population_size % 2:
             rows.append(self.mean[None, :])
@@ -66,7 +67,7 @@ class EvolutionStrategy(Optimizer):
         assert self.eps is not None  # base.tell guarantees a preceding ask
         pairs = len(self.eps)
         u = centered_ranks(loss[: 2 * pairs])
-        grad = (u[:pairs] - u[pairs:]) @ self.eps / (2 * pairs * float(self.options["noise_std"]))
+        grad = (u[:pairs] - u[pairs:]) @ self.eps / (2 * pairs * self.noise_std)
         self.mean = np.clip(self.mean - float(self.options["learning_rate"]) * grad, 0.0, 1.0)
         self.eps = None
 

@@ -33,7 +33,7 @@ class FACE(Optimizer):
         "max_pool_generations": 4,
         "smoothing": 0.7,
         "mean": 0.5,  # initial mean: a number or one per dimension
-        "sigma": 0.3,  # initial standard deviation
+        "sigma": 0.3,  # initial standard deviation (or one per parameter), unit box
         "min_sigma": 1e-3,
     }
 
@@ -47,11 +47,11 @@ class FACE(Optimizer):
             raise OptimizerError("optimizer.options.max_pool_generations must be >= 1")
         if not 0.0 < float(o["smoothing"]) <= 1.0:
             raise OptimizerError("optimizer.options.smoothing must be in (0, 1]")
-        if float(o["sigma"]) <= 0 or float(o["min_sigma"]) < 0:
-            raise OptimizerError("optimizer.options.sigma must be > 0 and min_sigma >= 0")
+        if float(o["min_sigma"]) < 0:
+            raise OptimizerError("optimizer.options.min_sigma must be >= 0")
         mean = np.broadcast_to(np.asarray(o["mean"], dtype=np.float64), (self.dimension,))
         self.mean = np.clip(mean, 0.0, 1.0).copy()
-        self.sigma = np.full(self.dimension, float(o["sigma"]))
+        self.sigma = self.per_dimension("sigma")
         self.pool_x = np.empty((0, self.dimension))
         self.pool_loss = np.empty(0)
         self.best_loss = math.inf  # best elite value at the last refit

@@ -38,7 +38,7 @@ class SeparableNES(Optimizer):
         "learning_rate_mu": 1.0,
         "learning_rate_sigma": None,  # None: (3 + ln d) / (5 sqrt d), the sNES default
         "mean": 0.5,  # initial mean: a number or one per dimension
-        "sigma": 0.3,  # initial standard deviation, unit-box coordinates
+        "sigma": 0.3,  # initial standard deviation, unit-box coordinates (or one per parameter)
         "mirrored_sampling": True,
         "fitness_shaping": True,
     }
@@ -55,11 +55,9 @@ class SeparableNES(Optimizer):
             raise OptimizerError(
                 "optimizer.options.learning_rate_mu and learning_rate_sigma must be > 0"
             )
-        if float(o["sigma"]) <= 0:
-            raise OptimizerError("optimizer.options.sigma must be > 0")
         mean = np.broadcast_to(np.asarray(o["mean"], dtype=np.float64), (self.dimension,))
         self.mean = np.clip(mean, 0.0, 1.0).copy()
-        self.sigma = np.full(self.dimension, float(o["sigma"]))
+        self.sigma = self.per_dimension("sigma")
         self.s: np.ndarray | None = None  # the pending generation's standard-normal draws
 
     def _ask(self) -> np.ndarray:
