@@ -109,6 +109,32 @@ def test_nevergrad_option_errors_name_the_option(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_per_parameter_sigma_by_name_is_the_list_in_space_order(tmp_path: Path) -> None:
+    """A mapping by parameter name gives the same run as the list in ``space`` order."""
+    runs = []
+    for name, sigma in (("byname", {"w2": 0.3, "w0": 0.01, "w1": 0.1}), ("list", [0.01, 0.1, 0.3])):
+        cfg, ds = _run(
+            tmp_path / name,
+            2,
+            population_size=8,
+            optimizer={"name": "snes", "options": {"sigma": sigma}},
+            optimizee={"name": "sphere"},
+            space=SPACE,
+        )
+        runs.append(np.stack([ds[f"w{i}"].values for i in range(3)]))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    spread = runs[0][:, 0].std(axis=1)
+    assert spread[0] < spread[1] < spread[2], spread
+    with pytest.raises(ConfigError, match=r"optimizer.options.sigma: .*missing \['w2'\]"):
+        load_config(
+            write_config(
+                tmp_path,
+                space=SPACE,
+                optimizer={"name": "snes", "options": {"sigma": {"w0": 0.1, "w1": 0.1}}},
+            )
+        )
+
+
 @pytest.mark.parametrize(
     ("optimizer", "key"),
     [

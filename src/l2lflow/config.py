@@ -734,7 +734,7 @@ def _check_code(config: dict[str, Any]) -> None:
             direction=config["direction"],
             grid_points=space.grid_points,
             expressions=space.expressions,
-            **opts,
+            **space.optimizer_options(opts),
         )
 
     try:

@@ -82,7 +82,7 @@ class Experiment:
             direction=self.config["direction"],
             grid_points=self.space.grid_points,
             expressions=self.space.expressions,
-            **self.config["optimizer"].get("options", {}),
+            **self.space.optimizer_options(self.config["optimizer"].get("options", {})),
         )
 
     def _optimizer_before(self, generation: int) -> Optimizer:

@@ -91,6 +91,10 @@ class Parameter:
         return values
 
 
+#: optimizer options that take one value per parameter: a number, a list, or a mapping by name
+PER_PARAMETER_OPTIONS = ("sigma", "noise_std", "sigma0")
+
+
 class ParameterSpace:
     """An ordered set of :class:`Parameter` (the order fixes the optimizer's dimensions)."""
 
@@ -164,6 +168,28 @@ class ParameterSpace:
                 values[p.name] = p.decode(x[:, offset])
             offset += p.width
         return values
+
+    def optimizer_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with each per-parameter option given as a mapping by parameter name
+        (:data:`PER_PARAMETER_OPTIONS`) turned into one value per box dimension, in space
+        order (an expression's value for each of its genes); the values stay unit-box steps."""
+        out = dict(options)
+        for key in PER_PARAMETER_OPTIONS:
+            value = out.get(key)
+            if not isinstance(value, dict):
+                continue
+            unknown = sorted(set(value) - set(self.names))
+            missing = [n for n in self.names if n not in value]
+            if unknown or missing:
+                from l2lflow.optimizers.base import OptimizerError
+
+                what = f"unknown {unknown}" if unknown else f"missing {missing}"
+                raise OptimizerError(
+                    f"optimizer.options.{key}: a mapping needs one value for every parameter "
+                    f"of space ({what}; parameters: {', '.join(self.names)})"
+                )
+            out[key] = [value[p.name] for p in self.parameters for _ in range(p.width)]
+        return out
 
     def optimizee_values(self, values: dict[str, np.ndarray], index: int) -> dict[str, Any]:
         """What the optimizee gets for individual ``index`` of stored ``values``: plain Python
