@@ -70,3 +70,82 @@ def test_a_slow_sandbox_start_is_not_counted_in_the_evaluation_timeout(tmp_path,
     # that follows the crash, finishes
     assert [i for i in range(4) if status[i] != DONE] == [1], errors
     assert "[crash]" in errors[1]
+
+
+def test_work_items_are_columns_that_expand_to_the_values_the_store_holds():
+    """A chunk's work items travel as columns; on the worker each item's values are the Python
+    scalars ``ndarray.item()`` gives for the store's row (bit-identical parameters and seeds)."""
+    import numpy as np
+
+    from l2lflow.runner import work_chunk
+
+    rng = np.random.default_rng(3)
+    params = {"x": rng.normal(size=6), "n": np.arange(6, dtype=np.int64) * 7}
+    seeds = rng.integers(0, 2**63 - 1, size=6, dtype=np.int64)
+    rows = np.array([4, 1, 5])
+    chunk = work_chunk(
+        2, rows, seeds[rows], {k: v[rows] for k, v in params.items()}, 1, task_seed=9
+    )
+    assert len(chunk) == 3
+    for item, i in zip(chunk.items, rows.tolist(), strict=True):
+        assert item == {
+            "generation": 2,
+            "individual": i,
+            "seed": seeds[i].item(),
+            "params": {"x": params["x"][i].item(), "n": params["n"][i].item()},
+            "attempt": 1,
+            "task_seed": 9,
+            "phase": "optimize",
+        }
+        assert type(item["params"]["x"]) is float and type(item["params"]["n"]) is int
+
+
+def test_results_written_in_batches_all_reach_the_store(tmp_path):
+    """The writer keeps its copy of the row it writes: a later batch must not lose an earlier
+    one, and a reader sees every batch."""
+    import numpy as np
+
+    from l2lflow.config import validate_config
+    from l2lflow.store import DONE, FAILED, ResultStore
+
+    config = validate_config(
+        {
+            "name": "batches",
+            "seed": 1,
+            "population_size": 6,
+            "generations": 1,
+            "optimizer": {"name": "random"},
+            "optimizee": {"name": "sphere"},
+            "space": {"x": {"low": -1.0, "high": 1.0}},
+            "results": str(tmp_path / "results"),
+        }
+    )
+    store = ResultStore.create(tmp_path / "results", config)
+    store.append_generation(0, {"x": np.linspace(-1, 1, 6)}, np.arange(6))
+
+    def result(i: int, ok: bool) -> dict:
+        return {
+            "individual": i,
+            "status": DONE if ok else FAILED,
+            "fitness": float(i),
+            "metrics": {"m": i / 2} if ok else {},
+            "arrays": {"trace": np.full(3, float(i))} if ok else {},
+            "runtime": 0.1,
+            "attempts": 1,
+            "worker": f"w{i}",
+            "error": "" if ok else "[exception] boom",
+            "log": "",
+        }
+
+    store.write_results(0, [result(3, True), result(0, False)])
+    store.write_results(0, [result(5, True)])
+    store.write_results(0, [result(1, True), result(2, False), result(4, True)])
+    back = ResultStore(tmp_path / "results")
+    assert back.status(0).tolist() == [FAILED, DONE, FAILED, DONE, DONE, DONE]
+    assert back.fitness(0).tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert np.asarray(back.array("worker")[0, :]).tolist() == [f"w{i}" for i in range(6)]
+    assert np.asarray(back.array("error")[0, :]).tolist()[2] == "[exception] boom"
+    metric = np.asarray(back.array("metric_m")[0, :])
+    assert np.isnan(metric[[0, 2]]).all() and metric[[1, 3, 4, 5]].tolist() == [0.5, 1.5, 2, 2.5]
+    trace = np.asarray(back.array("trace")[0, :])
+    assert np.isnan(trace[[0, 2]]).all() and trace[5].tolist() == [5.0] * 3

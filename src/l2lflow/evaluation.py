@@ -177,14 +177,23 @@ def evaluate_generation(
         return progress
     maximize = config.get("direction", "minimize") == "maximize"
     stored = np.asarray(store.fitness(generation), dtype=np.float64)
-    good = [float(f) for f in stored[(status == DONE) & np.isfinite(stored)]]
+    good = stored[(status == DONE) & np.isfinite(stored)]
+    # count, sum and best so far: a constant cost per result (a mean over a growing list was
+    # quadratic in the population)
+    tally = [good.size, float(np.sum(good))]
+    if good.size:
+        progress.best = float(good.max() if maximize else good.min())
 
     def note_fitness(value: float | None = None) -> None:
         if value is not None and math.isfinite(value):
-            good.append(value)
-        if good:
-            progress.best = max(good) if maximize else min(good)
-            progress.mean = float(np.mean(good))
+            tally[0] += 1
+            tally[1] += value
+            if math.isnan(progress.best) or (
+                value > progress.best if maximize else value < progress.best
+            ):
+                progress.best = value
+        if tally[0]:
+            progress.mean = tally[1] / tally[0]
 
     note_fitness()
     params = store.parameters(generation)
@@ -194,16 +203,12 @@ def evaluate_generation(
     fail_value = failure_fitness(config)
     batch_size = int(config.get("evaluation", {}).get("batch_size") or len(status))
 
-    def item(i: int, attempt: int) -> dict[str, Any]:
-        return {
-            "generation": generation,
-            "individual": i,
-            "seed": int(seeds[i]),
-            "params": space.optimizee_values(params, i),
-            "attempt": attempt,
-            "task_seed": task_seed,
-            "phase": "optimize",
-        }
+    def work(chunk: list[tuple[int, int]]) -> Chunk:
+        rows = np.fromiter((i for i, _ in chunk), dtype=np.int64, count=len(chunk))
+        attempts = np.fromiter((a for _, a in chunk), dtype=np.int64, count=len(chunk))
+        return space.work_chunk(
+            generation, rows, seeds[rows], params, attempts, task_seed=task_seed
+        )
 
     queue: deque[tuple[int, int]] = deque((i, 0) for i in todo)
     runtimes = _previous_runtimes(store, generation)
@@ -229,7 +234,7 @@ def evaluate_generation(
             futures = client.map(
                 evaluate_chunk,
                 [spec] * len(chunks),
-                [Chunk([item(i, a) for i, a in chunk]) for chunk in chunks],
+                [work(chunk) for chunk in chunks],
                 pure=False,
                 resources=resources,
                 retries=0,

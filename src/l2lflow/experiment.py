@@ -338,7 +338,7 @@ class Experiment:
         meta-test task seed (disjoint from every generation's) and their scores stored on the
         ``meta_test`` dimension (rank 0 = the best during optimisation).
         """
-        from l2lflow.runner import Chunk, evaluate_chunk
+        from l2lflow.runner import evaluate_chunk
 
         settings = self.meta_test_config
         if settings is None:
@@ -355,40 +355,34 @@ class Experiment:
             return {"meta_test": len(written), "scores": written}
         spec = self.evaluation_spec()
         meta_seed = seeds.meta_test_seed(int(self.config["seed"]))
-        items = []
-        for rank, (g, i) in enumerate(chosen):
-            params = self.space.optimizee_values(self.store.parameters(g), i)
-            items.append(
-                {
-                    "generation": g,
-                    "individual": i,
-                    "seed": seeds.evaluation_seed(meta_seed, g, i),
-                    "params": params,
-                    "attempt": 0,
-                    "task_seed": meta_seed,
-                    "phase": "meta_test",
-                    "rank": rank,
-                }
-            )
+        # one work item per chosen individual (rank 0 = the best during optimisation)
+        items = [
+            (g, i, seeds.evaluation_seed(meta_seed, g, i), self.store.parameters(g))
+            for g, i in chosen
+        ]
         pool = self.pool_name()
         client = self.pools().client(pool)
         resources = {"GPU": 1} if pool == "gpu" else None
         retries = int(self.config.get("evaluation", {}).get("retries", 1))
         results: list[dict[str, Any]] = []
         shapes = self.store.result_shapes()  # meta-test results must fit the run's shapes
-        for item in items:
+        for g, i, seed, params in items:
             for attempt in range(retries + 1):
-                item["attempt"] = attempt
-                fut = client.submit(
-                    evaluate_chunk, spec, Chunk([item]), pure=False, resources=resources
+                chunk = self.space.work_chunk(
+                    g,
+                    np.array([i]),
+                    [seed],
+                    params,
+                    attempt,
+                    task_seed=meta_seed,
+                    phase="meta_test",
                 )
+                fut = client.submit(evaluate_chunk, spec, chunk, pure=False, resources=resources)
                 result = fut.result()[0]
                 result = fitting_shapes(result, shapes)
                 if result["ok"] or result["reason"] in DETERMINISTIC_FAILURES:
                     break
-            results.append(
-                {**result, "generation": item["generation"], "individual": item["individual"]}
-            )
+            results.append({**result, "generation": g, "individual": i})
         self.store.write_meta_test(results)
         scores = [r["fitness"] if r["ok"] else None for r in results]
         return {"meta_test": len(results), "scores": scores}

@@ -746,9 +746,80 @@ def _first_of_batch(
 
 @dataclass(frozen=True)
 class Chunk:
-    """The individuals of one task, wrapped so that Dask does not walk every dict inside."""
+    """The work items of one Dask task, as columns: built on the engine with a few numpy slices
+    per task (no dict per individual, and Dask does not walk anything inside); the per-item
+    dicts an optimizee's context is made from exist only on the worker (:attr:`items`)."""
 
-    items: list[dict[str, Any]]
+    generations: np.ndarray
+    individuals: np.ndarray
+    seeds: np.ndarray
+    attempts: np.ndarray
+    #: parameter name -> this chunk's values (the store's dtype)
+    params: dict[str, np.ndarray]
+    task_seed: int = 0
+    phase: str = "optimize"
+    #: parameter name -> its ``ExpressionSpec``: such a parameter's values are genomes, which
+    #: the optimizee gets compiled into a callable
+    expressions: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.individuals)
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """One work-item dict per individual (Python scalars, as ``ndarray.item()`` gives)."""
+        columns = {name: values.tolist() for name, values in self.params.items()}
+        for name, spec in self.expressions.items():
+            columns[name] = [spec.compile(genome) for genome in columns[name]]
+        return [
+            {
+                "generation": g,
+                "individual": i,
+                "seed": seed,
+                "params": {name: column[k] for name, column in columns.items()},
+                "attempt": attempt,
+                "task_seed": self.task_seed,
+                "phase": self.phase,
+            }
+            for k, (g, i, seed, attempt) in enumerate(
+                zip(
+                    self.generations.tolist(),
+                    self.individuals.tolist(),
+                    self.seeds.tolist(),
+                    self.attempts.tolist(),
+                    strict=True,
+                )
+            )
+        ]
+
+
+def work_chunk(
+    generations: np.ndarray | int,
+    individuals: np.ndarray,
+    seeds: np.ndarray,
+    params: dict[str, np.ndarray],
+    attempts: np.ndarray | int = 0,
+    *,
+    task_seed: int = 0,
+    phase: str = "optimize",
+    expressions: dict[str, Any] | None = None,
+) -> Chunk:
+    """The one place work items are made: ``individuals`` with their ``seeds``, parameter
+    values (name -> one value, or an expression's genome, per individual) and attempt numbers
+    (a scalar: the same for all). ``ParameterSpace.work_chunk`` selects them from the store's
+    columns."""
+    individuals = np.asarray(individuals, dtype=np.int64)
+    n = len(individuals)
+    return Chunk(
+        generations=np.broadcast_to(np.asarray(generations, dtype=np.int64), (n,)),
+        individuals=individuals,
+        seeds=np.asarray(seeds, dtype=np.int64).reshape(n),
+        attempts=np.broadcast_to(np.asarray(attempts, dtype=np.int64), (n,)),
+        params={name: np.asarray(column) for name, column in params.items()},
+        task_seed=int(task_seed),
+        phase=phase,
+        expressions=dict(expressions or {}),
+    )
 
 
 def _sandbox_reset() -> None:

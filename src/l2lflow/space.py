@@ -201,6 +201,33 @@ class ParameterSpace:
             for p in self.parameters
         }
 
+    def work_chunk(
+        self,
+        generation: int,
+        rows: np.ndarray,
+        seeds: Any,
+        values: dict[str, np.ndarray],
+        attempts: Any = 0,
+        *,
+        task_seed: int = 0,
+        phase: str = "optimize",
+    ) -> Any:
+        """The work items of individuals ``rows`` of stored ``values`` as one
+        :class:`~l2lflow.runner.Chunk` (columns; each item's optimizee values are what
+        :meth:`optimizee_values` gives, made on the worker)."""
+        from l2lflow.runner import work_chunk
+
+        return work_chunk(
+            generation,
+            rows,
+            seeds,
+            {p.name: np.asarray(values[p.name])[rows] for p in self.parameters},
+            attempts,
+            task_seed=task_seed,
+            phase=phase,
+            expressions={p.name: p.expression for p in self.parameters if p.expression},
+        )
+
     @staticmethod
     def individual(values: dict[str, np.ndarray], index: int) -> dict[str, Any]:
         """The parameters of one individual as plain Python values (what an optimizee gets)."""

@@ -242,6 +242,13 @@ class ResultStore:
         self._arrays: dict[str, Any] = {}
         self._n_aggregated: int | None = None
         self._generations: int | None = None
+        #: names of the store's variables (listing them reads every one's metadata: once)
+        self._names: set[str] | None = None
+        #: name -> (generation, row) last written by this writer: the engine is the store's
+        #: only writer, so a batch of results needs no read of the row it is about to write
+        self._rows: dict[str, tuple[int, np.ndarray]] = {}
+        #: the result shapes derived from the variables of a store that does not record them
+        self._derived_shapes: dict[str, tuple[int, ...]] | None = None
         if mode == "r+":
             committed = committed_generations(self.path)
             self._generations = (
@@ -401,7 +408,11 @@ class ResultStore:
                 arr.resize((self.n_generations, *arr.shape[1:]))
 
     def has(self, name: str) -> bool:
-        return name in self._arrays or name in self.root.array_keys()
+        if name in self._arrays:
+            return True
+        if self._names is None:
+            self._names = set(self.root.array_keys())
+        return name in self._names
 
     @property
     def config(self) -> dict[str, Any]:
@@ -491,6 +502,7 @@ class ResultStore:
         n = self.n_generations
         if generation != n:
             raise StoreError(f"cannot add generation {generation}: the store has {n} generations")
+        self._rows.clear()  # a row written before is that of another (or an abandoned) generation
         pop = self.population_size
         rows: dict[str, Any] = {
             name: np.asarray(col).reshape(pop, *self.array(name).shape[2:])  # expression genomes
@@ -564,7 +576,12 @@ class ResultStore:
         recorded = self.attrs.get("result_shapes")
         if recorded is not None:
             return {k: tuple(v) for k, v in recorded.items()}
-        # a store written before result_shapes existed: its variables say the same
+        if self._derived_shapes is not None:
+            return dict(self._derived_shapes)
+        # a store written before result_shapes existed (or whose optimizee has returned only a
+        # fitness so far): its variables say the same. Listing them reads every variable's
+        # metadata, so this is done once per store object: the variables that the shapes come
+        # from are created only by write_results, which then records result_shapes
         shapes: dict[str, tuple[int, ...]] = {}
         for name in self.root.array_keys():
             dims = list(self.array(name).metadata.dimension_names or ())
@@ -572,25 +589,47 @@ class ResultStore:
                 shapes[name[len("metric_") :]] = ()
             elif dims[:2] == _DIMS and len(dims) > 2 and name != "objectives":
                 shapes[name] = tuple(self.array(name).shape[2:])
+        self._derived_shapes = dict(shapes)
         return shapes
 
     def _write_cells(self, name: str, generation: int, idx: np.ndarray, values: list[Any]) -> None:
-        """Read-modify-write one generation row (one chunk) of ``name``."""
+        """Write ``values`` of individuals ``idx`` into one generation row (one chunk) of
+        ``name``: the row is read once (later batches reuse this writer's copy of it), the
+        values go in as one column assignment (None: leave the cell as it is)."""
         arr = self.array(name)
-        row = np.asarray(arr[generation, ...])
-        if arr.dtype.kind in "OT" or str(arr.dtype).startswith("<U") or arr.dtype == object:
-            row = row.astype(object)
-        for i, value in zip(idx, values, strict=True):
-            if value is None:
-                continue
-            if np.shape(value) != row.shape[1:]:  # never broadcast one individual's value
+        cached = self._rows.get(name)
+        if cached is not None and cached[0] == generation:
+            row = cached[1]
+        else:
+            row = np.asarray(arr[generation, ...])
+            if arr.dtype.kind in "OT" or str(arr.dtype).startswith("<U") or arr.dtype == object:
+                row = row.astype(object)
+            elif not row.flags.writeable:
+                row = row.copy()
+        keep = [k for k, value in enumerate(values) if value is not None]
+        if row.ndim == 1:
+            column = np.empty(len(keep), dtype=row.dtype)
+            try:
+                column[:] = [values[k] for k in keep] if len(keep) < len(values) else values
+            except (TypeError, ValueError):
                 raise StoreError(
-                    f"result {name!r} of individual {int(i)} has shape {np.shape(value)}, "
-                    f"but the store holds {row.shape[1:]}: an optimizee must return arrays "
-                    "of a fixed shape"
-                )
-            row[i] = value
+                    f"result {name!r}: a value is not a scalar of {row.dtype} (the store "
+                    "holds one per individual)"
+                ) from None
+        else:
+            for k in keep:
+                if np.shape(values[k]) != row.shape[1:]:  # never broadcast one's value
+                    raise StoreError(
+                        f"result {name!r} of individual {int(idx[k])} has shape "
+                        f"{np.shape(values[k])}, but the store holds {row.shape[1:]}: an "
+                        "optimizee must return arrays of a fixed shape"
+                    )
+            column = np.array([values[k] for k in keep], dtype=row.dtype).reshape(
+                len(keep), *row.shape[1:]
+            )
+        row[idx[keep]] = column
         arr[generation, ...] = row
+        self._rows[name] = (generation, row)
 
     def _ensure_array(
         self,
@@ -722,6 +761,8 @@ class ResultStore:
                 continue
             del self.root[name]
             self._arrays.pop(name, None)
+            if self._names is not None:
+                self._names.discard(name)
             changed = True
         for name, (dtype, fill, values, dims) in columns.items():
             if self.has(name):

@@ -93,6 +93,10 @@ def http_routes(dashboard: str | None):
 
     They listen even without the dashboard, and by default serve ``/info`` pages (worker logs,
     call stacks) and Prometheus metrics: with the dashboard off only ``/health`` remains.
+    Without a dashboard nobody looks at the system monitor's plots either: it samples every
+    2 s instead of every 0.5 s and without disk counters. The scheduler and the nannies run in
+    the engine, and their sampling was a tenth of the engine's CPU time while it evaluated
+    (``benchmarks/engine_throughput.py`` profiled).
     """
     import dask
 
@@ -101,7 +105,12 @@ def http_routes(dashboard: str | None):
         return
     health = ["distributed.http.health"]
     with dask.config.set(
-        {"distributed.scheduler.http.routes": health, "distributed.worker.http.routes": health}
+        {
+            "distributed.scheduler.http.routes": health,
+            "distributed.worker.http.routes": health,
+            "distributed.admin.system-monitor.interval": "2s",
+            "distributed.admin.system-monitor.disk": False,
+        }
     ):
         yield
 
