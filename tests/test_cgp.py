@@ -21,6 +21,7 @@ from l2lflow.expression import ExpressionSpec
 from l2lflow.optimizees.plasticity import INPUTS, error_driven, reward_driven
 from l2lflow.optimizers import get_optimizer_class
 from l2lflow.space import ParameterSpace
+from l2lflow.status import format_status, run_status
 
 SPEC = ExpressionSpec(inputs=("pre", "post", "target"), operations=("add", "sub", "mul", "div"))
 N = SPEC.n_sources  # address of the first node
@@ -216,6 +217,10 @@ def test_experiment_stores_genomes_and_formulas_and_resumes(tmp_path: Path) -> N
     assert Experiment(cfg).store.checkpoint(2)["optimizer"]["name"] == "cgp"  # JSON state
     report = check_store(cfg["results"])
     assert report.healthy, report.render()
+    # the run's closing summary and `l2lflow status` show the formula too
+    best_params = run_status(cfg["results"]).best["params"]
+    assert best_params["rule_formula"] == best["rule_formula"].iloc[0]
+    assert "rule_formula" in format_status(run_status(cfg["results"]))
 
 
 @pytest.mark.parametrize(

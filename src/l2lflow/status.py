@@ -215,6 +215,8 @@ def run_status(results: str | Path, *, now: float | None = None) -> RunStatus:
         g, i = (int(k) for k in np.unravel_index(flat, good.shape))
         params = {}
         for name in store.parameter_names:
+            if store.has(f"{name}_formula"):  # an expression: its formula, not its genome
+                name = f"{name}_formula"
             value = store.array(name)[g, i]
             params[name] = value.item() if hasattr(value, "item") else value
         best_info = {
