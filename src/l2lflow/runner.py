@@ -678,7 +678,7 @@ def worker_identity() -> str:
     return " ".join(parts)
 
 
-def evaluate_chunk(spec: EvaluationSpec, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def evaluate_chunk(spec: EvaluationSpec, items: list[dict[str, Any]] | Chunk) -> ChunkResults:
     """The Dask task: evaluate a few individuals one after the other (never raises for them).
 
     In a sandbox, the chunk is sent at once and results stream back; after a timeout or a
@@ -721,7 +721,16 @@ def evaluate_chunk(spec: EvaluationSpec, items: list[dict[str, Any]]) -> list[di
                     todo = []
     for result in results:
         result["worker"] = where
-    return results
+    return ChunkResults(results)
+
+
+class ChunkResults(list):
+    """A task's results (one dict per item, in order): a list that Dask moves as one pickle.
+
+    Dask serialises a plain list's elements one by one, each with its own header; gathering a
+    generation of 20,000 results that way cost the engine 13 times the CPU time of one pickle
+    per task, and was the largest part of its time per result.
+    """
 
 
 def _first_of_batch(
