@@ -115,6 +115,8 @@ def check_result_shapes(result: dict[str, Any], shapes: dict[str, tuple[int, ...
     (name -> shape, () for a scalar metric), or "" when they fit. Adds its new names to
     ``shapes``, so the first evaluation checked that returns a name fixes its shape
     (:func:`evaluate_generation` checks a new name's results in individual order)."""
+    if not result.get("metrics") and not result.get("arrays"):
+        return ""  # a bare fitness (the common case: a constant cost per result)
     returned = {name: () for name in result.get("metrics", {})}
     returned.update({name: tuple(np.shape(a)) for name, a in result.get("arrays", {}).items()})
     for name, shape in returned.items():
