@@ -212,6 +212,7 @@ def _colours(png: bytes) -> int:
     return int(np.unique(img.reshape(-1, img.shape[-1]), axis=0).shape[0])
 
 
+@pytest.mark.slow  # a run, the figures, the report and Chromium: ~40 s
 def test_snakemake_report_shows_every_figure_in_chromium(chromium, tmp_path, monkeypatch) -> None:
     models = tmp_path / "models"
     models.mkdir()

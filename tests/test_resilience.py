@@ -668,7 +668,8 @@ def test_meta_test_step_rerun_evaluates_nothing(tmp_path: Path, aimed_reference:
     assert_same_results(results, aimed_reference)
 
 
-@pytest.mark.timeout(900)  # 6 Snakemake runs: minutes on a loaded 2-core machine
+@pytest.mark.slow  # 6 Snakemake runs (~50 s idle); the 35-kill version is slow too
+@pytest.mark.timeout(900)  # minutes on a loaded 2-core machine
 def test_aimed_kills_one_per_phase(tmp_path: Path, aimed_reference: Path) -> None:
     """A SIGKILL of the whole run in store creation, sample (a half-grown generation), just
     after aggregate (its sentinel written, Snakemake never told), evaluate (results written,

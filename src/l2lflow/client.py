@@ -38,6 +38,10 @@ class ClientError(RuntimeError):
     """The engine could not be reached or refused the step; the message says why."""
 
 
+class EngineGone(ClientError):
+    """The engine closed the connection without an answer (it died or was shutting down)."""
+
+
 def runtime_dir() -> str:
     """The folder of this user's engine sockets: ``<tmp>/l2lflow-<uid>`` (``<tmp>`` is ``$TMPDIR``
     or ``/tmp``); ``$L2LFLOW_RUNTIME_DIR`` overrides it.
@@ -347,7 +351,7 @@ def request(
             if reply.get("ok"):
                 return reply.get("result") or {}
             raise ClientError(reply.get("error", "the engine refused the step"))
-        raise ClientError(
+        raise EngineGone(
             f"the l2lflow engine for {results_dir} went away during '{op}'; its log ends:\n"
             + _tail(results_dir / ENGINE_LOG)
         )
@@ -376,7 +380,14 @@ def claim(results_dir: str | Path) -> None:
         lock.release()
         return
     sock.close()
-    request(results_dir, "claim", start=False)
+    try:
+        request(results_dir, "claim", start=False)
+    except (ConnectionError, EngineGone):
+        # the engine of a run that just died was shutting down and dropped the connection:
+        # wait (bounded) for it to let go of the results, as when no engine answers at all
+        lock = StoreLock(results_dir)
+        lock.acquire()
+        lock.release()
 
 
 def run_step(

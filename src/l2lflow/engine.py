@@ -101,6 +101,9 @@ class Engine:
                     conn.close()
                     continue
                 self._check_idle()  # a busy socket must not hide a dead run
+                if self.stop.is_set():  # shutting down: the client then waits for the lock
+                    conn.close()
+                    continue
                 threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
         finally:
             lock.mark_stopping()  # a rerun waits for the lock instead of calling it "in use"
