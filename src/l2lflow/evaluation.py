@@ -168,8 +168,13 @@ def evaluate_generation(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     resources: dict[str, float] | None = None,
+    slots: int = 0,
 ) -> Progress:
-    """Evaluate every individual of ``generation`` whose status is not final yet."""
+    """Evaluate every individual of ``generation`` whose status is not final yet.
+
+    ``slots``: the most evaluation slots the pool can grow to (0: only what is connected); work
+    for that many is kept submitted, so that an adaptive pool sees the demand and scales up.
+    """
     status = store.status(generation)
     todo = individuals_to_evaluate(store, generation, config)
     progress = Progress(generation, total=len(status), started=time.time())
@@ -214,7 +219,7 @@ def evaluate_generation(
 
     queue: deque[tuple[int, int]] = deque((i, 0) for i in todo)
     runtimes = _previous_runtimes(store, generation)
-    workers = max(1, _worker_count(client))
+    workers = max(1, _worker_count(client), slots)
     buffer: list[dict[str, Any]] = []
     last_flush = time.monotonic()
     in_flight: dict[Any, list[tuple[int, int]]] = {}
@@ -222,7 +227,7 @@ def evaluate_generation(
 
     def submit_more() -> None:
         nonlocal workers
-        workers = max(1, _worker_count(client)) if not in_flight else workers
+        workers = max(1, _worker_count(client), slots) if not in_flight else workers
         chunks = []
         while queue and len(in_flight) + len(chunks) < workers * CHUNKS_PER_WORKER:
             if spec.batched:

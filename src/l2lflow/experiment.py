@@ -239,6 +239,7 @@ class Experiment:
             on_progress=self._with_workers(on_progress),
             should_stop=should_stop,
             resources={"GPU": 1} if pool == "gpu" else None,
+            slots=self.pools().capacity.get(pool, 0),
         )
         return {"generation": generation, **progress.as_dict()}
 

@@ -26,6 +26,10 @@ class WorkerPools:
 
     clusters: dict[str, Any] = field(default_factory=dict)
     clients: dict[str, Any] = field(default_factory=dict)
+    #: the most evaluation slots (worker threads) each pool can have: an adaptive Slurm pool
+    #: starts with few or no workers and grows only when it sees queued work, so dispatch keeps
+    #: this many slots' worth of tasks submitted, not only the connected workers' worth
+    capacity: dict[str, int] = field(default_factory=dict)
 
     def client(self, name: str):
         """The client of pool ``name`` (GPU work only ever goes to the ``gpu`` pool)."""
@@ -143,13 +147,17 @@ def start_pools(execution: dict[str, Any], *, local_directory: str | None = None
                 pools.clusters["gpu"] = gpu
                 pools.clients["gpu"] = Client(gpu, set_as_default=False)
         else:
-            from l2lflow.execution.slurm import slurm_cluster
+            from l2lflow.execution.slurm import resolve_pool, slurm_cluster
 
             for name, spec in execution["pools"].items():
                 if "dashboard_address" not in spec:
                     spec = {**spec, "dashboard_address": dashboard_address(dashboard)}
                 # adaptive between the pool's min_jobs and max_jobs (set up by slurm_cluster)
                 cluster = slurm_cluster(spec, name=name, security=True)
+                resolved = resolve_pool(spec)  # as slurm_cluster just did: it cannot fail
+                # a GPU pool runs one evaluation per GPU; a CPU pool one per core (thread)
+                per_job = int(resolved["gpus_per_job"]) or int(resolved["cores"])
+                pools.capacity[name] = int(resolved["max_jobs"]) * per_job
                 pools.clusters[name] = cluster
                 pools.clients[name] = Client(cluster, set_as_default=False)
     except BaseException:
