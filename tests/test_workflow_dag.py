@@ -9,7 +9,7 @@ from helpers import REPO, run_snakemake, write_config
 
 
 def test_thousand_generations_build_their_dag(tmp_path: Path) -> None:
-    """A 1,000-generation chain (3,001 jobs) resolves without RecursionError (FACTS.md: ~300)."""
+    """A 1,000-generation chain (3,001 jobs) resolves without RecursionError (Python's default limit broke near 300 generations)."""
     cfg = write_config(tmp_path, generations=1000)
     t0 = time.perf_counter()
     proc = run_snakemake(tmp_path, cfg, "-n", "--quiet", "rules")
@@ -21,7 +21,7 @@ def test_thousand_generations_build_their_dag(tmp_path: Path) -> None:
 
 
 def test_rules_are_thin_shell_calls_with_conda_envs() -> None:
-    """No `run:` blocks (~2 s each per job, FACTS.md); every step rule names a conda env."""
+    """No `run:` blocks (Snakemake re-parses the workflow for each: ~2 s per job); every step rule names a conda env."""
     text = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
     assert "\n    run:" not in text
     for rule in ("sample", "evaluate", "aggregate"):

@@ -1,7 +1,7 @@
 """A Dask ``LocalCluster`` for one machine: worker processes with one thread each.
 
 One thread per worker because a NEST kernel is per process (two threads in one worker give
-silently wrong results; FACTS.md). TLS with throw-away credentials so that other users of a
+silently wrong results and errors such as ``UnknownNode``, measured). TLS with throw-away credentials so that other users of a
 shared login node cannot connect to the scheduler and run code as you; the dashboard is off
 unless ``execution.dashboard`` asks for it, and then listens on 127.0.0.1 only.
 """
