@@ -172,8 +172,9 @@ def evaluate_generation(
 ) -> Progress:
     """Evaluate every individual of ``generation`` whose status is not final yet.
 
-    ``slots``: the most evaluation slots the pool can grow to (0: only what is connected); work
-    for that many is kept submitted, so that an adaptive pool sees the demand and scales up.
+    ``slots``: the most evaluation slots an adaptive pool can grow to (0: a fixed pool); chunks
+    are sized for that many, and the whole generation is submitted so that the pool sees the
+    demand and scales up.
     """
     status = store.status(generation)
     todo = individuals_to_evaluate(store, generation, config)
@@ -229,7 +230,11 @@ def evaluate_generation(
         nonlocal workers
         workers = max(1, _worker_count(client), slots) if not in_flight else workers
         chunks = []
-        while queue and len(in_flight) + len(chunks) < workers * CHUNKS_PER_WORKER:
+        # an adaptive pool (slots > 0) grows only for work it sees queued (Dask asks for a worker
+        # per ~5 s of queued runtime), so it gets the whole generation at once; a fixed pool gets
+        # a few chunks per worker, so that an interruption repeats little
+        limit = math.inf if slots else workers * CHUNKS_PER_WORKER
+        while queue and len(in_flight) + len(chunks) < limit:
             if spec.batched:
                 chunks.append(_next_batch(queue, batch_size, retries))
             else:
