@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from l2lflow.display import duration
 from l2lflow.store import DONE, FAILED, PENDING, ResultStore, StoreError, store_path
 
 #: a gap without any evaluation event longer than this (at least) is a pause, not run time
@@ -376,21 +377,6 @@ def status_table(results: str | Path) -> list[dict]:
     return [asdict(r) for r in run_status(results).rows]
 
 
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    seconds = round(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    if h:
-        return f"{h}:{m:02d}:{s:02d}"
-    if m:
-        return f"{m}:{s:02d}"
-    return f"{s} s"
-
-
 def _num(value: float, width: int = 12) -> str:
     return f"{value:>{width}.6g}" if math.isfinite(value) else f"{'-':>{width}}"
 
@@ -419,17 +405,17 @@ def format_status(st: RunStatus, *, max_rows: int | None = None) -> str:
             middle = f"{_num(r.best)} {_num(r.mean)}"
         lines.append(
             f"{r.generation:>5} {r.done:>6} {r.failed:>6} {r.pending:>7} {middle} "
-            f"{_duration(r.duration_s):>8}"
+            f"{duration(r.duration_s):>8}"
         )
-    timing = f"elapsed {_duration(st.elapsed_s)}"
+    timing = f"elapsed {duration(st.elapsed_s)}"
     if math.isfinite(st.generation_s):
         timing += f", {st.generation_s:.3g} s per generation"
     if st.finished:
         timing += ", done"
     elif math.isfinite(st.eta_s):
-        timing += f", ETA {_duration(st.eta_s)}"
+        timing += f", ETA {duration(st.eta_s)}"
         if state == "not running":
-            timing += f" once resumed (last result {_duration(st.idle_s)} ago)"
+            timing += f" once resumed (last result {duration(st.idle_s)} ago)"
     else:
         timing += ", ETA ? (no result yet)"
     lines.append(timing)

@@ -49,6 +49,7 @@ import numpy as np
 
 from l2lflow.optimizees.base import EvaluationContext, checked_params, register_optimizee
 from l2lflow.optimizees.nest.kernel import nest_session, simulate
+from l2lflow.optimizees.torch_lsnn import _valid as _lsnn_valid
 from l2lflow.tasks import evidence, sine
 
 #: hyperparameters and their defaults (ms for time constants); a missing one takes its default
@@ -167,16 +168,9 @@ def draw_trials(
 
 
 def _valid(p: dict[str, float]) -> bool:
-    """Whether finite parameters describe a network that can be simulated."""
-    return (
-        p["tau_m"] > 0
-        and p["tau_a"] > 0
-        and p["beta"] >= 0
-        and p["inner_lr"] >= 0
-        and p["w_scale"] >= 0
-        and 0.0 <= p["frac_adaptive"] <= 1.0
-        and p["c_reg"] >= 0
-    )
+    """Whether finite parameters describe a network that can be simulated: torch.lsnn's rule
+    (the same hyperparameters) plus a non-negative firing-rate regularisation."""
+    return _lsnn_valid(p) and p["c_reg"] >= 0
 
 
 def _eta(inner_lr: float, trials: Trials) -> float:
