@@ -10,8 +10,8 @@ generation (ask + tell, no evaluation), with ``uptime``'s load beside it.
     python benchmarks/small_budget.py                  # the table in docs/optimizers.md
     python benchmarks/small_budget.py --only optuna:TPE,cmaes --seeds 5
 
-The functions and the ask/tell loop are the conformance suite's (``tests/test_optimizers.py``),
-so EnKF is told the residual vectors there too.
+The functions and the ask/tell loop are the conformance suite's (``l2lflow.testing``, run over
+every built-in by ``tests/test_optimizers.py``), so EnKF is told the residual vectors there too.
 
 Last line: ``optimizers=<how many were compared> failed=<how many failed to run>``; the table
 above it is the result (no target: which optimizer wins depends on the function).
@@ -23,17 +23,12 @@ import argparse
 import importlib.util
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from test_optimizers import FUNCTIONS, run  # noqa: E402  (the suite's functions and loop)
-
-from l2lflow.optimizers import REGISTRY, get_optimizer_class  # noqa: E402
+from l2lflow.optimizers import REGISTRY, get_optimizer_class
+from l2lflow.testing import FUNCTIONS, run_generations
 
 NEVERGRAD = ["nevergrad:TwoPointsDE", "nevergrad:PSO", "nevergrad:CMA", "nevergrad:DE"]
 OPTUNA = ["optuna:TPE", "optuna:GP", "optuna:CmaEs", "optuna:NSGAII", "optuna:NSGAIII"]
@@ -60,7 +55,7 @@ def measure(name: str, generations: int, population: int, seeds: int) -> dict[st
             options = {"budget": generations * population} if name.startswith("nevergrad:") else {}
             start = time.perf_counter()
             opt = get_optimizer_class(name)(DIMENSION, population, seed, **options)
-            _, fits = run(opt, generations, f)
+            _, fits = run_generations(opt, generations, f)
             spent += time.perf_counter() - start
             best.append(min(float(fx.min()) for fx in fits))
         out[function] = best

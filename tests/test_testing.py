@@ -1,4 +1,5 @@
-"""l2lflow.testing: the optimizee conformance checks pass the built-ins and catch violations."""
+"""l2lflow.testing: the optimizer and optimizee conformance checks pass correct user code and
+catch violations, with a message naming the broken rule."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ import os
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from l2lflow.testing import check_optimizee
+from l2lflow.optimizers import REGISTRY, Optimizer, OptimizerError, register
+from l2lflow.testing import (
+    CHECKS,
+    Quality,
+    check_asks_in_box,
+    check_optimizee,
+    check_optimizer,
+    check_state_is_strict_json,
+)
 
 SPACE = {"a": {"low": -2.0, "high": 2.0}, "b": {"low": 0.1, "high": 10.0, "scale": "log"}}
 
@@ -106,3 +116,152 @@ def test_the_batched_torch_lsnn_keeps_the_contract() -> None:
         bad_params={"tau_m": -1.0},
     )
     assert report.checks == ["determinism", "batch invariance", "bad-parameter isolation"]
+
+
+# ---------------------------------------------------------------------- optimizers
+class LocalSearch(Optimizer):
+    """A user's optimizer as the README shows it: Gaussian steps around the best point so far."""
+
+    name = "user.local_search"
+    default_options = {"step": 0.05}
+
+    def _setup(self) -> None:
+        self.center = np.full(self.dimension, 0.5)
+        self.best_loss = np.inf
+
+    def _ask(self) -> np.ndarray:
+        noise = self.rng.normal(size=(self.population_size, self.dimension))
+        return self.center + self.options["step"] * noise
+
+    def _tell(self, x: np.ndarray, loss: np.ndarray) -> None:
+        i = int(np.argmin(loss))
+        if loss[i] < self.best_loss:
+            self.center, self.best_loss = x[i], float(loss[i])
+
+    def _get_state(self) -> dict:
+        return {"center": self.center, "best_loss": self.best_loss}
+
+    def _set_state(self, state: dict) -> None:
+        self.center = np.asarray(state["center"], dtype=np.float64)
+        self.best_loss = float(state["best_loss"])
+
+
+class ReplayedLocalSearch(LocalSearch):
+    """Correct too, without a plain-data state: a run restores it by replay."""
+
+    name = "user.replayed_local_search"
+
+    def _get_state(self) -> None:
+        return None
+
+
+class SeedIgnoring(LocalSearch):
+    name = "user.seed_ignoring"
+
+    def _setup(self) -> None:
+        super()._setup()
+        self.rng = np.random.default_rng(0)  # the seed is ignored
+
+
+class Forgetful(LocalSearch):
+    name = "user.forgetful"
+
+    def _get_state(self) -> dict:
+        return {"best_loss": self.best_loss}  # the centre is lost on restore
+
+    def _set_state(self, state: dict) -> None:
+        self.best_loss = float(state["best_loss"])
+
+
+class OwnGenerator(LocalSearch):
+    name = "user.own_generator"
+
+    def _get_state(self) -> dict:
+        return {**super()._get_state(), "rng": np.random.default_rng(1)}  # an object, not JSON
+
+
+class OutOfBox(LocalSearch):
+    name = "user.out_of_box"
+
+    def ask(self) -> np.ndarray:  # overrides the base class's, skipping its clipping
+        if self._pending is not None:
+            raise OptimizerError("ask() called twice without tell()")
+        self._pending = self.center + 0.5 * self.rng.normal(
+            size=(self.population_size, self.dimension)
+        )
+        return self._pending.copy()
+
+
+USER_OPTIMIZERS = [
+    LocalSearch,
+    ReplayedLocalSearch,
+    SeedIgnoring,
+    Forgetful,
+    OwnGenerator,
+    OutOfBox,
+]
+
+
+@pytest.fixture
+def user_optimizers():
+    """The user's optimizers registered for this test only (as importing their module would)."""
+    before = dict(REGISTRY)
+    for cls in USER_OPTIMIZERS:
+        register(cls)
+    yield
+    REGISTRY.clear()
+    REGISTRY.update(before)
+
+
+def test_a_user_optimizer_registered_at_test_time_passes_check_optimizer(user_optimizers) -> None:
+    report = check_optimizer(
+        "user.local_search", quality={"sphere": Quality(30, 32, threshold=0.5)}
+    )
+    assert report.passed == [*CHECKS, "quality"]
+    assert report.not_applicable == {}
+    by_class = check_optimizer(
+        LocalSearch, options={"step": 0.1}, checks=["registered_under_its_name"]
+    )
+    assert by_class.passed == ["registered_under_its_name"]
+
+
+def test_an_optimizer_restored_by_replay_skips_only_the_json_rules(user_optimizers) -> None:
+    report = check_optimizer(ReplayedLocalSearch)
+    assert sorted(report.not_applicable) == [
+        "checkpoint_between_ask_and_tell",
+        "quality",  # no thresholds given: not checked, and not reported as passed
+        "state_is_strict_json",
+    ]
+    assert "restores by replay" in report.not_applicable["state_is_strict_json"]
+    assert report.passed == [r for r in CHECKS if r not in report.not_applicable]
+    with pytest.raises(pytest.skip.Exception, match="restores by replay"):
+        check_state_is_strict_json(ReplayedLocalSearch)  # a user's pytest shows a skip
+
+
+@pytest.mark.parametrize(
+    ("cls", "rule"),
+    [
+        (SeedIgnoring, "different_seed_different_asks"),
+        (Forgetful, "checkpoint_between_generations"),
+        (OwnGenerator, "state_is_strict_json"),
+        (OutOfBox, "asks_in_box"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else v.name,
+)
+def test_a_broken_user_optimizer_fails_naming_the_rule(user_optimizers, cls, rule) -> None:
+    with pytest.raises(AssertionError, match=f"^{cls.name} breaks '{rule}'"):
+        check_optimizer(cls)
+
+
+def test_each_rule_is_a_function_of_its_own(user_optimizers) -> None:
+    with pytest.raises(AssertionError, match="outside \\[0, 1\\]"):
+        check_asks_in_box(OutOfBox, population_sizes=[4], dimensions=[2])
+    check_asks_in_box(LocalSearch, population_sizes=[4], dimensions=[2])
+
+
+def test_an_unregistered_optimizer_is_told_to_register(monkeypatch) -> None:
+    monkeypatch.delitem(REGISTRY, LocalSearch.name, raising=False)
+    with pytest.raises(AssertionError, match="registered_under_its_name.*@register"):
+        check_optimizer(LocalSearch, checks=["registered_under_its_name"])
+    with pytest.raises(ValueError, match="unknown check 'no_such_rule'"):
+        check_optimizer(LocalSearch, checks=["no_such_rule"])

@@ -71,6 +71,10 @@ class Optimizer(ABC):
     #: told each individual's output vector too (``tell(x, fitness, outputs=...)``), e.g. EnKF;
     #: the experiment reads it from the store array named by :attr:`outputs_key`
     uses_outputs: ClassVar[bool] = False
+    #: whether the asks depend on the seed (False for a deterministic search such as the grid);
+    #: the conformance suite then requires different seeds to give different asks, or the same
+    #: ones (:func:`l2lflow.testing.check_different_seed_different_asks`)
+    uses_seed: ClassVar[bool] = True
     #: option name -> default; unknown options are rejected with the list of allowed ones.
     default_options: ClassVar[dict[str, Any]] = {}
 

@@ -22,6 +22,7 @@ class GridSearch(Optimizer):
     """Asks the next ``population_size`` points of the grid each generation."""
 
     name = "grid"
+    uses_seed = False  # the grid is walked in product order
     default_options: dict[str, Any] = {"points_per_dimension": 5}
 
     def _setup(self) -> None:
