@@ -48,10 +48,10 @@ from l2lflow.testing import (
     check_checkpoint_between_generations,
     check_different_seed_different_asks,
     check_failed_fitness,
+    check_found_by_name,
     check_maximize_is_minimize_of_negative,
     check_misuse_raises,
     check_quality,
-    check_registered_under_its_name,
     check_same_seed_same_asks,
     check_state_is_strict_json,
     check_unknown_options_refused,
@@ -253,7 +253,7 @@ def test_unknown_option_names_allowed_ones(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_registered_under_its_name(name: str) -> None:
-    check_registered_under_its_name(name)
+    check_found_by_name(name)
 
 
 def test_unknown_optimizer_lists_known_ones() -> None:

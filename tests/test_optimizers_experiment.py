@@ -1,14 +1,17 @@
 """The new optimizers inside a real experiment: EnKF told the optimizee's output vectors from
-the store, a Nevergrad optimizer resumed by replaying the store, and config checks of both."""
+the store, a Nevergrad optimizer resumed by replaying the store, a user's optimizer class named
+``package.module:Class``, and config checks of them."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_config
+import yaml
+from helpers import run_snakemake, write_config
 
 import l2lflow
 from l2lflow.config import ConfigError, load_config
@@ -151,3 +154,49 @@ def test_bad_options_are_one_clear_line(tmp_path: Path, optimizer: dict, key: st
         load_config(write_config(tmp_path, optimizer=optimizer))
     msg = str(err.value)
     assert msg.startswith("optimizer.options.") and key in msg and "\n" not in msg, msg
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"
+
+
+@pytest.fixture
+def examples_on_pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
+    """config/examples importable here and in every process a run starts (README: PYTHONPATH)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")])
+    )
+
+
+def test_a_user_optimizer_named_module_class_runs_through_snakemake_and_resumes(
+    tmp_path: Path, examples_on_pythonpath: None
+) -> None:
+    """The shipped example config (optimizer.name: user_optimizer:LocalSearch) as the README
+    runs it: the engine imports the class, checkpoints its JSON state, and a fresh experiment
+    restored from the store proposes exactly what was stored."""
+    example = yaml.safe_load((EXAMPLES / "user_optimizer.yaml").read_text())
+    overrides = {k: v for k, v in example.items() if k not in ("evaluation", "execution")}
+    path = write_config(tmp_path, **{**overrides, "generations": 3})
+    run_snakemake(tmp_path, path)
+    cfg = load_config(path)
+    ds = l2lflow.open_results(cfg["results"])
+    assert ds.fitness.shape == (3, example["population_size"])
+    assert np.all(np.isfinite(ds.fitness.values))
+    _assert_restores_every_generation(cfg, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("user_optimizer:LocalSerch", "module 'user_optimizer' has no attribute 'LocalSerch'"),
+        ("no_such_module:LocalSearch", "cannot import module 'no_such_module'"),
+        ("json:dumps", "'json:dumps' is not a subclass of l2lflow.optimizers.Optimizer"),
+    ],
+)
+def test_a_wrong_module_class_reference_is_one_clear_line(
+    tmp_path: Path, examples_on_pythonpath: None, name: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(tmp_path, optimizer={"name": name}))
+    msg = str(err.value)
+    assert msg.startswith("optimizer.name: ") and message in msg and "\n" not in msg, msg

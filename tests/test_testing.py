@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import textwrap
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from l2lflow.testing import (
     check_optimizee,
     check_optimizer,
     check_state_is_strict_json,
+    config_names,
 )
 
 SPACE = {"a": {"low": -2.0, "high": 2.0}, "b": {"low": 0.1, "high": 10.0, "scale": "log"}}
@@ -119,31 +122,20 @@ def test_the_batched_torch_lsnn_keeps_the_contract() -> None:
 
 
 # ---------------------------------------------------------------------- optimizers
-class LocalSearch(Optimizer):
-    """A user's optimizer as the README shows it: Gaussian steps around the best point so far."""
+def _shipped_example() -> ModuleType:
+    """config/examples/user_optimizer.py, the README's optimizer, imported as its config names
+    it (``user_optimizer:LocalSearch``) without putting config/examples on this process's path."""
+    if "user_optimizer" not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "config" / "examples" / "user_optimizer.py"
+        spec = importlib.util.spec_from_file_location("user_optimizer", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["user_optimizer"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["user_optimizer"]
 
-    name = "user.local_search"
-    default_options = {"step": 0.05}
 
-    def _setup(self) -> None:
-        self.center = np.full(self.dimension, 0.5)
-        self.best_loss = np.inf
-
-    def _ask(self) -> np.ndarray:
-        noise = self.rng.normal(size=(self.population_size, self.dimension))
-        return self.center + self.options["step"] * noise
-
-    def _tell(self, x: np.ndarray, loss: np.ndarray) -> None:
-        i = int(np.argmin(loss))
-        if loss[i] < self.best_loss:
-            self.center, self.best_loss = x[i], float(loss[i])
-
-    def _get_state(self) -> dict:
-        return {"center": self.center, "best_loss": self.best_loss}
-
-    def _set_state(self, state: dict) -> None:
-        self.center = np.asarray(state["center"], dtype=np.float64)
-        self.best_loss = float(state["best_loss"])
+#: a user's correct optimizer: Gaussian steps around the best point so far
+LocalSearch: type[Optimizer] = _shipped_example().LocalSearch
 
 
 class ReplayedLocalSearch(LocalSearch):
@@ -204,7 +196,7 @@ USER_OPTIMIZERS = [
 
 @pytest.fixture
 def user_optimizers():
-    """The user's optimizers registered for this test only (as importing their module would)."""
+    """The user's optimizers registered for this test only."""
     before = dict(REGISTRY)
     for cls in USER_OPTIMIZERS:
         register(cls)
@@ -219,10 +211,11 @@ def test_a_user_optimizer_registered_at_test_time_passes_check_optimizer(user_op
     )
     assert report.passed == [*CHECKS, "quality"]
     assert report.not_applicable == {}
-    by_class = check_optimizer(
-        LocalSearch, options={"step": 0.1}, checks=["registered_under_its_name"]
-    )
-    assert by_class.passed == ["registered_under_its_name"]
+    # the names a config can use: the registered one, and the module:Class reference
+    assert config_names(LocalSearch) == ["user.local_search", "user_optimizer:LocalSearch"]
+    rules = ["found_by_name", "checkpoint_between_generations"]
+    by_reference = check_optimizer("user_optimizer:LocalSearch", {"step": 0.1}, checks=rules)
+    assert by_reference.passed == rules
 
 
 def test_an_optimizer_restored_by_replay_skips_only_the_json_rules(user_optimizers) -> None:
@@ -259,9 +252,11 @@ def test_each_rule_is_a_function_of_its_own(user_optimizers) -> None:
     check_asks_in_box(LocalSearch, population_sizes=[4], dimensions=[2])
 
 
-def test_an_unregistered_optimizer_is_told_to_register(monkeypatch) -> None:
-    monkeypatch.delitem(REGISTRY, LocalSearch.name, raising=False)
-    with pytest.raises(AssertionError, match="registered_under_its_name.*@register"):
-        check_optimizer(LocalSearch, checks=["registered_under_its_name"])
+def test_an_optimizer_no_config_can_name_is_caught() -> None:
+    class Hidden(LocalSearch):  # neither registered nor importable as module:Class
+        name = "user.hidden"
+
+    with pytest.raises(AssertionError, match="breaks 'found_by_name'.*'package.module:Class'"):
+        check_optimizer(Hidden, checks=["found_by_name"])
     with pytest.raises(ValueError, match="unknown check 'no_such_rule'"):
         check_optimizer(LocalSearch, checks=["no_such_rule"])

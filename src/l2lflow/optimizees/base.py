@@ -24,7 +24,6 @@ result.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import math
@@ -32,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from l2lflow.imports import import_reference
 
 
 class OptimizeeError(ValueError):
@@ -152,22 +153,10 @@ def resolve_optimizee(reference: str) -> Optimizee:
             f"optimizee.name: unknown optimizee {reference!r} "
             f"(known: {known}; or give 'package.module:function')"
         )
-    module_name, _, attr = reference.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, SyntaxError, anything the module raises
-        raise OptimizeeError(
-            f"optimizee.name: cannot import module {module_name!r} of {reference!r}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
-    fn: Any = module
-    for part in attr.split("."):
-        try:
-            fn = getattr(fn, part)
-        except AttributeError:
-            raise OptimizeeError(
-                f"optimizee.name: module {module_name!r} has no attribute {attr!r}"
-            ) from None
+        fn = import_reference(reference, "optimizee.name")
+    except LookupError as exc:
+        raise OptimizeeError(str(exc)) from None
     if not callable(fn):
         raise OptimizeeError(f"optimizee.name: {reference!r} is not callable")
     registered = next((o for o in REGISTRY.values() if o.function is fn), None)

@@ -372,19 +372,32 @@ def bridge_class(
 
 
 def get_optimizer_class(name: str) -> type[Optimizer]:
-    """Look an optimizer up by name, with the list of known names in the error."""
+    """Look an optimizer up by name, with the list of known names in the error: a registered
+    name, a bridge (``nevergrad:<Name>``, ``optuna:<Sampler>``) or ``package.module:Class``, an
+    optimizer class of your own on ``PYTHONPATH`` (imported like an optimizee function)."""
     import importlib
 
     from l2lflow import optimizers  # noqa: F401  (fills the registry)
+    from l2lflow.imports import import_reference
 
     for prefix, (module, function) in BRIDGES.items():
         if name.startswith(prefix):
             return getattr(importlib.import_module(module), function)(name)
-    try:
+    if name in REGISTRY:
         return REGISTRY[name]
-    except KeyError:
+    if ":" not in name:
         known = ", ".join(sorted(REGISTRY))
         raise OptimizerError(
             f"optimizer.name: unknown optimizer {name!r} (known: {known}, "
-            "nevergrad:<Name> for any Nevergrad optimizer, or optuna:<Sampler>)"
-        ) from None
+            "nevergrad:<Name> for any Nevergrad optimizer, optuna:<Sampler>, "
+            "or package.module:Class for a class of your own)"
+        )
+    try:
+        cls = import_reference(name, "optimizer.name")
+    except LookupError as exc:
+        raise OptimizerError(str(exc)) from None
+    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+        raise OptimizerError(
+            f"optimizer.name: {name!r} is not a subclass of l2lflow.optimizers.Optimizer"
+        )
+    return cls

@@ -20,7 +20,8 @@ below is one public ``check_*`` function (so a test suite can parametrise over t
 * ``maximize_is_minimize_of_negative``: ``direction="maximize"`` on ``-f`` asks what
   ``"minimize"`` asks on ``f``;
 * ``unknown_options_refused``: an unknown option is refused, naming it and the allowed ones;
-* ``registered_under_its_name``: the name a config uses finds this class, and its defaults work;
+* ``found_by_name``: a config can name it (a registered name, or ``package.module:Class``), and
+  its default options work;
 * ``state_is_strict_json``: ``state_dict()`` is JSON without NaN or infinity, before and after asks;
 * ``misuse_raises``: tell before ask, ask twice, tell of other points or shapes raise
   :class:`~l2lflow.optimizers.OptimizerError`, and the right call still works afterwards;
@@ -47,7 +48,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from l2lflow.optimizers.base import Optimizer, OptimizerError, get_optimizer_class, replay
+from l2lflow.optimizers.base import (
+    BRIDGES,
+    Optimizer,
+    OptimizerError,
+    get_optimizer_class,
+    replay,
+)
 
 #: an optimizer's config name (``"cmaes"``, ``"optuna:TPE"``) or its class
 OptimizerLike = str | type[Optimizer]
@@ -470,23 +477,37 @@ def check_unknown_options_refused(optimizer: OptimizerLike) -> None:
     )
 
 
-def check_registered_under_its_name(
-    optimizer: OptimizerLike, options: Mapping[str, Any] | None = None
-) -> None:
-    """The name a config uses finds this class (``@register`` for a class of your own), and
-    the default options (with ``options``) make a working optimizer."""
-    cls = optimizer_class(optimizer)
-    rule = "registered_under_its_name"
-    if isinstance(optimizer, str):
-        _require(cls.name == optimizer, optimizer, rule, f"{optimizer!r} made a {cls.name!r}")
-    else:
+def config_names(cls: type[Optimizer]) -> list[str]:
+    """The names a config can give ``optimizer.name`` to get ``cls``: its registered name,
+    and ``package.module:Class`` when that import finds it."""
+    names = []
+    for name in (cls.name, f"{cls.__module__}:{cls.__qualname__}"):
         try:
-            found = get_optimizer_class(cls.name)
-        except OptimizerError as err:
-            found, why = None, str(err)
-        else:
-            why = f"the name {cls.name!r} finds {found.__module__}.{found.__qualname__}"
-        _require(found is cls, optimizer, rule, f"{why} (decorate the class with @register)")
+            if name and get_optimizer_class(name) is cls:
+                names.append(name)
+        except OptimizerError:
+            pass
+    return names
+
+
+def check_found_by_name(optimizer: OptimizerLike, options: Mapping[str, Any] | None = None) -> None:
+    """A config can name this optimizer (a registered name that finds this very class, or
+    ``package.module:Class``), and the default options (with ``options``) make a working one."""
+    cls = optimizer_class(optimizer)
+    rule = "found_by_name"
+    if isinstance(optimizer, str):
+        imported = ":" in optimizer and not optimizer.startswith(tuple(BRIDGES))
+        _require(
+            imported or cls.name == optimizer, optimizer, rule, f"{optimizer!r} made a {cls.name!r}"
+        )
+    else:
+        _require(
+            bool(config_names(cls)),
+            optimizer,
+            rule,
+            f"no optimizer.name finds {cls.__module__}.{cls.__qualname__}: define it at the top "
+            "level of a module on PYTHONPATH and name it 'package.module:Class' in the config",
+        )
     make(optimizer, **dict(options or {}))
 
 
@@ -578,7 +599,7 @@ CHECKS: dict[str, Callable[[OptimizerLike, Mapping[str, Any] | None], None]] = {
     "failed_fitness": check_failed_fitness,
     "maximize_is_minimize_of_negative": check_maximize_is_minimize_of_negative,
     "unknown_options_refused": lambda optimizer, options: check_unknown_options_refused(optimizer),
-    "registered_under_its_name": check_registered_under_its_name,
+    "found_by_name": check_found_by_name,
     "state_is_strict_json": check_state_is_strict_json,
     "misuse_raises": check_misuse_raises,
 }
