@@ -219,7 +219,14 @@ def restore(
     """A fresh optimizer in ``opt``'s state after ``asks``/``fits`` (told on ``f``), restored as
     a run restores it: from its state through strict JSON, else by replay."""
     state = opt.state_dict()
-    build = lambda: make(optimizer, opt.seed, **options)  # noqa: E731
+    build = lambda: make(  # noqa: E731
+        optimizer,
+        opt.seed,
+        dimension=opt.dimension,
+        population_size=opt.population_size,
+        direction=opt.direction,
+        **options,
+    )
     if state is None:
         outputs = [RESIDUALS.get(f, _z)(x) for x in asks] if opt.uses_outputs else None
         return replay(build, fits, outputs_history=outputs)
