@@ -79,7 +79,7 @@ def _cmd_step(args: argparse.Namespace) -> int:
     if args.op == "claim":
         from l2lflow.client import claim
 
-        claim(args.results)
+        claim(args.results, args.config)
         return 0
     if args.op == "shutdown":
         try:

@@ -366,12 +366,14 @@ def _run_pid() -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def claim(results_dir: str | Path) -> None:
+def claim(results_dir: str | Path, config_path: str | Path | None = None) -> None:
     """Make sure no other run uses ``results_dir`` before this Snakemake run starts its jobs.
 
     Why: Snakemake deletes a job's outputs before running it, so a second run in another
     folder would delete the first run's step sentinels before its own steps are refused.
     Called from the workflow's ``onstart``; raises :class:`ClientError` naming the other run.
+    With ``config_path``, the engine is started if none runs, and opens the experiment and
+    starts its worker pools at once, while Snakemake starts the first steps.
     """
     results_dir = Path(results_dir)
     sock = _connect(socket_path(results_dir))
@@ -379,10 +381,22 @@ def claim(results_dir: str | Path) -> None:
         lock = StoreLock(results_dir)
         lock.acquire()
         lock.release()
-        return
-    sock.close()
+        if config_path is None:
+            return
+    else:
+        sock.close()
+    idle = 60.0
+    if config_path is not None:
+        config = json.loads(Path(config_path).read_text())
+        idle = float(config.get("execution", {}).get("idle_timeout_s", 60))
     try:
-        request(results_dir, "claim", start=False)
+        request(
+            results_dir,
+            "claim",
+            config_path=config_path,
+            idle_timeout=idle,
+            start=config_path is not None,
+        )
     except (ConnectionError, EngineGone):
         # the engine of a run that just died was shutting down and dropped the connection:
         # wait (bounded) for it to let go of the results, as when no engine answers at all

@@ -220,6 +220,8 @@ class Engine:
             self._watch_owner(run_pid)
             self.deadline_override = None
             self.last_activity = time.monotonic()
+            if message.get("config_path"):
+                self._start_pools_early(message["config_path"])
             self._send(conn, {"type": "result", "ok": True, "result": {"pid": os.getpid()}})
             return
         with self.work_lock:
@@ -228,8 +230,15 @@ class Engine:
             self.owner = run_id
             self.busy = True
             self.deadline_override = None
+            started = time.perf_counter()
             try:
                 result = self._do(conn, op, message)
+                log.info(
+                    "%s %s: %.1f ms",
+                    op,
+                    message.get("generation"),
+                    1e3 * (time.perf_counter() - started),
+                )
             except _ClientGone:
                 self.deadline_override = time.monotonic() + ORPHAN_GRACE_S
                 log.info("client went away during %s %s", op, message.get("generation"))
@@ -238,6 +247,24 @@ class Engine:
                 self.busy = False
                 self.last_activity = time.monotonic()
         self._send(conn, {"type": "result", "ok": True, "result": result})
+
+    def _start_pools_early(self, config_path: str) -> None:
+        """Open the experiment and start its worker pools while Snakemake starts its first job.
+
+        The claim comes from Snakemake's ``onstart``; the first step arrives a fraction of a
+        second later and the first evaluate a few steps after that, while a cluster takes
+        seconds to start. Whatever fails here is reported by the step that needs it.
+        """
+
+        def start() -> None:
+            try:
+                config = self._config(config_path)
+                with self.work_lock:
+                    self._experiment(config, start_pools=True)
+            except Exception as exc:  # noqa: BLE001 - the first step reports it in its own words
+                log.info("early start skipped: %s", _one_line(exc, self.results_dir))
+
+        threading.Thread(target=start, name="l2lflow-early-start", daemon=True).start()
 
     def _do(self, conn: socket.socket, op: str, message: dict[str, Any]) -> dict[str, Any]:
         from l2lflow.evaluation import Interrupted
@@ -279,7 +306,7 @@ class Engine:
 
         return validate_config(json.loads(Path(config_path).read_text()))
 
-    def _experiment(self, config: dict[str, Any]):
+    def _experiment(self, config: dict[str, Any], *, start_pools: bool = False):
         from l2lflow.experiment import Experiment
 
         if Path(config["results"]).resolve() != self.results_dir.resolve():
@@ -288,7 +315,7 @@ class Engine:
                 f"{self.results_dir}"
             )
         if self.experiment is None:
-            self.experiment = Experiment(config)
+            self.experiment = Experiment(config, start_pools=start_pools)
         else:
             self.experiment.update_config(config)
         return self.experiment

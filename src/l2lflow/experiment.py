@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,23 +45,44 @@ class StepError(RuntimeError):
 class Experiment:
     """The steps of one experiment over its results store (one writer: this object)."""
 
-    def __init__(self, config: dict[str, Any], *, pools: Any = None) -> None:
+    def __init__(
+        self, config: dict[str, Any], *, pools: Any = None, start_pools: bool = False
+    ) -> None:
+        """Open (or create) the experiment's store.
+
+        ``start_pools``: start the worker pools (and each worker's sandbox) in a background
+        thread right away, while the store opens and the optimizee is described (a subprocess):
+        a cluster takes seconds to start and nothing needs it before the first evaluate step.
+        A failure to start is kept and raised by the first step that needs the pools.
+        """
         self.config = config
         self.results_dir = Path(config["results"])
-        self.space = ParameterSpace.from_config(config["space"])
-        self.store = ResultStore.open_or_create(self.results_dir, config)
-        if self.store.n_aggregated():
-            # resuming builds on the last checkpoint: a damaged one refuses before any work
-            self.store.checkpoint(self.store.n_aggregated() - 1)
         self._pools = pools
         self._owns_pools = False
-        self._optimizer: Optimizer | None = None
-        from l2lflow.optimizees.describe import describe_optimizee
+        self._pools_lock = threading.Lock()
+        self._pools_error: BaseException | None = None
+        opened = threading.Event()
+        if start_pools and pools is None:
+            self._start_pools_early(opened)
+        try:
+            self.space = ParameterSpace.from_config(config["space"])
+            self.store = ResultStore.open_or_create(self.results_dir, config)
+            if self.store.n_aggregated():
+                # resuming builds on the last checkpoint: a damaged one refuses before any work
+                self.store.checkpoint(self.store.n_aggregated() - 1)
+            self._optimizer: Optimizer | None = None
+            from l2lflow.optimizees.describe import describe_optimizee
 
-        # never the user's module itself in this process (it runs the TLS cluster; see describe)
-        self.optimizee = describe_optimizee(config["optimizee"]["name"])
-        if self.optimizee.array_dims:
-            self.store.set_array_dims(self.optimizee.array_dims)
+            # never the user's module itself in this process (it runs the TLS cluster; see
+            # describe)
+            self.optimizee = describe_optimizee(config["optimizee"]["name"])
+            if self.optimizee.array_dims:
+                self.store.set_array_dims(self.optimizee.array_dims)
+        except BaseException:
+            opened.set()
+            self.close()  # an early start in progress finishes, then its pools close
+            raise
+        opened.set()
 
     # ------------------------------------------------------------------ configuration
     def update_config(self, config: dict[str, Any]) -> None:
@@ -203,16 +225,45 @@ class Experiment:
         return "cpu"
 
     def pools(self):
-        if self._pools is None:
-            from l2lflow.execution import start_pools
+        """The worker pools, started on first use (or early: see ``start_pools``)."""
+        with self._pools_lock:  # an early start in progress is waited for, not repeated
+            if self._pools is None:
+                if self._pools_error is not None:
+                    error, self._pools_error = self._pools_error, None
+                    raise error  # the early start failed: the first step that needs it says why
+                from l2lflow.execution import start_pools
 
-            (self.results_dir / "dask").mkdir(parents=True, exist_ok=True)
-            self._pools = start_pools(
-                self.config.get("execution", {}),
-                local_directory=str(self.results_dir / "dask"),
-            )
-            self._owns_pools = True
-        return self._pools
+                (self.results_dir / "dask").mkdir(parents=True, exist_ok=True)
+                self._pools = start_pools(
+                    self.config.get("execution", {}),
+                    local_directory=str(self.results_dir / "dask"),
+                )
+                self._owns_pools = True
+            return self._pools
+
+    def _start_pools_early(self, opened: threading.Event) -> None:
+        """Start the pools in a thread; once the experiment is open (``opened``), warm the
+        workers' sandboxes up: each starts its sandbox and imports the optimizee there."""
+
+        def start() -> None:
+            try:
+                pools = self.pools()
+                opened.wait()
+                if not hasattr(self, "optimizee"):  # the experiment failed to open
+                    return
+                spec = self.evaluation_spec()
+                if spec.isolate:
+                    from l2lflow.runner import warm_up
+
+                    for name in pools.clients:
+                        pools.client(name).run(warm_up, spec)
+            except BaseException as exc:  # noqa: BLE001 - kept for the step that needs the pools
+                with self._pools_lock:
+                    if self._pools is None:
+                        self._pools_error = exc
+                log.info("early start of the worker pools: %s", exc)
+
+        threading.Thread(target=start, name="l2lflow-pools-start", daemon=True).start()
 
     def evaluate(
         self,
@@ -419,10 +470,11 @@ class Experiment:
             self.close()
 
     def close(self) -> None:
-        if self._owns_pools and self._pools is not None:
-            self._pools.close()
-            self._pools = None
-            self._owns_pools = False
+        with self._pools_lock:  # a start in progress finishes first, then its pools close
+            if self._owns_pools and self._pools is not None:
+                self._pools.close()
+                self._pools = None
+                self._owns_pools = False
 
 
 def summarise(fitness: np.ndarray, status: np.ndarray, direction: str) -> dict[str, Any]:

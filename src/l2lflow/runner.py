@@ -485,7 +485,10 @@ def _sandbox_main() -> None:
             spec, items = receive.recv()
         except (EOFError, OSError):
             return
-        if spec.batched:
+        if not items:  # warm-up (see warm_up): import what the first evaluation would import
+            with contextlib.suppress(Exception):  # its evaluations report any failure properly
+                _warm_optimizee(spec)
+        elif spec.batched:
             for result in run_batch(spec, items):
                 send.send(result)
         else:
@@ -656,6 +659,33 @@ def _sandbox() -> Sandbox:
     if _SANDBOX is None or not _SANDBOX.alive:
         _SANDBOX = Sandbox()
     return _SANDBOX
+
+
+def _warm_optimizee(spec: EvaluationSpec) -> None:
+    optimizee = _optimizee(spec.optimizee)
+    if optimizee.warm_up is not None:
+        optimizee.warm_up()
+
+
+def warm_up(spec: EvaluationSpec) -> None:
+    """Start this worker's sandbox and have it import the optimizee (a ``Client.run`` target).
+
+    Why: a sandbox's start (an interpreter and l2lflow) and an optimizee's imports (NEST: 0.5 s)
+    otherwise delay the first chunk of every worker. Sent while the run starts, it overlaps
+    with Snakemake's first steps. ``Client.run`` calls this in the worker's event loop, so the
+    work happens in a thread of its own; a chunk that arrives meanwhile waits for the sandbox
+    it would have started itself, and one that holds it already makes the warm-up moot.
+    """
+
+    def start() -> None:
+        if not _SANDBOX_LOCK.acquire(blocking=False):
+            return
+        try:
+            _sandbox().start_chunk(spec, [])
+        finally:
+            _SANDBOX_LOCK.release()
+
+    threading.Thread(target=start, name="l2lflow-sandbox-warm-up", daemon=True).start()
 
 
 def worker_identity() -> str:

@@ -56,9 +56,10 @@ if CONFIG["optimizee"].get("meta_test") is not None:
 
 
 # before the first job: refuse if another run uses the results (Snakemake would delete that run's
-# step files before its own steps were refused)
+# step files before its own steps were refused), and start the engine and its worker pools, which
+# then start while Snakemake runs the first steps
 onstart:
-    shell(f"{L2LFLOW} step claim --results {shlex.quote(RESULTS)}")
+    shell(f"{L2LFLOW} step claim --results {shlex.quote(RESULTS)} --config {shlex.quote(CONFIG_JSON)}")
 
 
 onsuccess:

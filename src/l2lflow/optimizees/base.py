@@ -57,6 +57,9 @@ class Optimizee:
     #: the fitness a guess scores, from the optimizee's options (e.g. 1 / n_classes of a
     #: classification task), drawn on the figures; None where there is no such level
     chance: Callable[[dict[str, Any]], float] | None = None
+    #: what to do once per process before the first evaluation (e.g. ``import nest``, 0.5 s),
+    #: called when the run's workers start, while Snakemake still prepares the first generation
+    warm_up: Callable[[], Any] | None = None
 
     @property
     def accepts_context(self) -> bool:
@@ -76,6 +79,7 @@ def register_optimizee(
     array_dims: dict[str, tuple[str, ...]] | None = None,
     meta_test: bool = False,
     chance: Callable[[dict[str, Any]], float] | None = None,
+    warm_up: Callable[[], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator that registers a function as an optimizee under ``name``."""
 
@@ -93,6 +97,7 @@ def register_optimizee(
             meta_test=meta_test,
             description=doc,
             chance=chance,
+            warm_up=warm_up,
         )
         return fn
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from l2lflow.optimizees.base import EvaluationContext, register_optimizee
-from l2lflow.optimizees.nest.kernel import nest_session, simulate
+from l2lflow.optimizees.nest.kernel import get_nest, nest_session, simulate
 
 #: hyperparameters and their defaults (mV, ms); a missing one takes its default
 DEFAULT_PARAMS: dict[str, float] = {
@@ -132,7 +132,7 @@ def regime_distances(
     return out
 
 
-@register_optimizee("nest.brunel", array_dims={"rate_trace": ("time_bin",)})
+@register_optimizee("nest.brunel", array_dims={"rate_trace": ("time_bin",)}, warm_up=get_nest)
 def brunel(
     params: dict[str, Any],
     seed: int,

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from l2lflow.optimizees.base import EvaluationContext, checked_params, register_optimizee
-from l2lflow.optimizees.nest.kernel import nest_session, simulate
+from l2lflow.optimizees.nest.kernel import get_nest, nest_session, simulate
 from l2lflow.optimizees.torch_lsnn import _valid as _lsnn_valid
 from l2lflow.tasks import evidence, sine
 
@@ -411,6 +411,7 @@ def _by_sender(
     "nest.eprop",
     meta_test=True,
     array_dims={"task_error": ("task",), "learning_curve": ("task", "iteration")},
+    warm_up=get_nest,
 )
 def eprop(
     params: dict[str, Any],

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from l2lflow.optimizees.base import EvaluationContext, register_optimizee
-from l2lflow.optimizees.nest.kernel import nest_session, simulate
+from l2lflow.optimizees.nest.kernel import get_nest, nest_session, simulate
 from l2lflow.tasks.spike_patterns import (
     SpikeTask,
     TaskFamily,
@@ -190,6 +190,7 @@ def run_task(
     meta_test=True,
     array_dims={"task_accuracy": ("task",)},
     chance=lambda options: 1.0 / int(options.get("n_classes", 3)),
+    warm_up=get_nest,
 )
 def reservoir(
     params: dict[str, Any],
