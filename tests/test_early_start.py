@@ -69,9 +69,7 @@ def test_the_claim_starts_workers_and_their_sandboxes_before_any_step(tmp_path: 
 
         # the steps then use these workers: same results as an experiment run in-process
         for op in ("sample", "evaluate", "aggregate"):
-            step = _step(
-                results, op, "--config", str(config_json), "--generation", "0", env=env
-            )
+            step = _step(results, op, "--config", str(config_json), "--generation", "0", env=env)
             assert step.returncode == 0, step.stderr
         assert len(_sandboxes(str(tmp_path))) == 2  # the warm sandboxes evaluated: no others
     finally:
