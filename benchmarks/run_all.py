@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 
 #: small settings for benchmarks without a ``--quick`` option of their own
 QUICK_ARGS: dict[str, list[str]] = {
-    "dispatch": ["--population", "200", "--generations", "5"],
+    "dispatch": ["--population", "200", "--generations", "5", "--small-generations", "5"],
     "nest_throughput": ["--individuals", "4", "--neurons", "500", "--sim-ms", "200"],
 }
 
