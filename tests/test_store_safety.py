@@ -190,7 +190,9 @@ def test_writer_shrinks_a_half_grown_generation(tmp_path) -> None:
 
     raw = zarr.open_group(str(results / "results.zarr"), mode="r", use_consolidated=False)
     grown = sorted(n for n in raw.array_keys() if raw[n].shape[:1] == (3,))
-    assert len(grown) == 8
+    # stopped at the 8th variable's growth (others grow beside it), never the coordinate: the
+    # coordinate grows after every other variable
+    assert len(grown) >= 8 and "generation" not in grown, grown
     store = ResultStore(results, mode="r+")
     assert store.n_generations == 2
     raw = zarr.open_group(str(results / "results.zarr"), mode="r", use_consolidated=False)
