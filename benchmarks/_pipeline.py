@@ -26,3 +26,35 @@ def snakemake_command(workdir: Path, configfile: Path, *extra: str) -> list[str]
         "--quiet",
         *extra,
     ]
+
+
+def _brunel_one(job: tuple[dict, int, int, int, dict]) -> float:
+    from l2lflow.optimizees.base import EvaluationContext
+    from l2lflow.optimizees.nest.brunel import brunel
+
+    params, seed, generation, individual, options = job
+    ctx = EvaluationContext(generation=generation, individual=individual, seed=seed)
+    return brunel(params, seed, context=ctx, **options)["fitness"]
+
+
+def brunel_in_pool(
+    generations: list[list[tuple[dict, int]]], options: dict, workers: int
+) -> tuple[list[list[float]], float]:
+    """The same Brunel simulations in a plain ``multiprocessing.Pool(workers)``, one generation
+    after the other (each waits for its slowest member, as an L2L generation must), one
+    simulation per task: what a hand-written parallel script gets on this machine, pool start
+    and each process's ``import nest`` included. Returns (fitness per generation, seconds)."""
+    import multiprocessing
+    import time
+
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        fitness = [
+            pool.map(
+                _brunel_one,
+                [(p, seed, g, i, options) for i, (p, seed) in enumerate(members)],
+                chunksize=1,
+            )
+            for g, members in enumerate(generations)
+        ]
+    return fitness, time.perf_counter() - start
