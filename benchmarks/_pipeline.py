@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,3 +59,14 @@ def brunel_in_pool(
             for g, members in enumerate(generations)
         ]
     return fitness, time.perf_counter() - start
+
+
+def in_order_makespan(durations: Any, slots: int) -> float:
+    """Makespan of list scheduling in the given order (each task to the first free slot): the
+    best a dispatcher that cannot know durations beforehand reaches, with no overhead at all."""
+    import heapq
+
+    finish = [0.0] * slots
+    for d in list(durations):
+        heapq.heappush(finish, heapq.heappop(finish) + float(d))
+    return max(finish)
