@@ -34,8 +34,8 @@ def test_a_slow_sandbox_start_is_not_counted_in_the_evaluation_timeout(tmp_path,
     import numpy as np
 
     from l2lflow.config import validate_config
+    from l2lflow.execution.sandbox import SANDBOX_TOKEN_VAR
     from l2lflow.experiment import Experiment
-    from l2lflow.runner import SANDBOX_TOKEN_VAR
     from l2lflow.store import DONE
 
     site = tmp_path / "site"
@@ -77,7 +77,7 @@ def test_work_items_are_columns_that_expand_to_the_values_the_store_holds():
     scalars ``ndarray.item()`` gives for the store's row (bit-identical parameters and seeds)."""
     import numpy as np
 
-    from l2lflow.runner import work_chunk
+    from l2lflow.execution.work import work_chunk
 
     rng = np.random.default_rng(3)
     params = {"x": rng.normal(size=6), "n": np.arange(6, dtype=np.int64) * 7}

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from helpers import TAG_VAR, run_snakemake, snakemake_cmd, write_config
 
-from l2lflow import runner
-from l2lflow.runner import EvaluationSpec, Sandbox, evaluate_chunk
+from l2lflow.execution.sandbox import Sandbox, current_sandbox, reset_sandbox
+from l2lflow.execution.task import evaluate_chunk
+from l2lflow.execution.work import EvaluationSpec
 
 pytestmark = pytest.mark.resilience
 
@@ -91,7 +92,7 @@ def test_a_sandbox_outlives_the_thread_that_started_it(user_path: str) -> None:
     started: list[Sandbox] = []
 
     def executor_thread() -> None:
-        started.append(runner._sandbox())
+        started.append(current_sandbox())
         item = {"individual": 0, "generation": 0, "seed": 1, "params": {"a": 2.0}}
         spec = EvaluationSpec(optimizee="sphere")
         assert started[0].start_chunk(spec, [item])
@@ -104,7 +105,7 @@ def test_a_sandbox_outlives_the_thread_that_started_it(user_path: str) -> None:
         time.sleep(1.0)
         assert started and started[0].alive, "the sandbox died with the thread that started it"
     finally:
-        runner._sandbox_reset()
+        reset_sandbox()
 
 
 def test_a_timeout_kills_the_evaluations_descendants(tmp_path: Path, user_path: str) -> None:
@@ -124,7 +125,7 @@ def test_a_timeout_kills_the_evaluations_descendants(tmp_path: Path, user_path: 
         assert not left, f"alive after the timeout: {left}"
     finally:
         kill_all(pid_dir)
-        runner._sandbox_reset()
+        reset_sandbox()
 
 
 def test_a_killed_worker_takes_the_evaluations_descendants_along(

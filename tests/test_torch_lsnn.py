@@ -147,7 +147,8 @@ def test_nan_in_one_individual_fails_only_that_individual() -> None:
     """A diverging individual (NaN inside the torch tensors) and an invalid one get NaN fitness;
     the others keep the bits they have when evaluated without them, and the runner turns the
     NaN into a failed evaluation of that individual only."""
-    from l2lflow.runner import EvaluationSpec, run_batch
+    from l2lflow.execution.task import run_batch
+    from l2lflow.execution.work import EvaluationSpec
 
     bad = [dict(p) for p in PARAMS]
     bad[1]["inner_lr"] = 1e30  # Adam steps of 1e30: the weights overflow to inf, then NaN

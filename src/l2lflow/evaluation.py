@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from l2lflow.runner import Chunk, EvaluationSpec, evaluate_chunk
+from l2lflow.execution.task import evaluate_chunk
+from l2lflow.execution.work import Chunk, EvaluationSpec
 from l2lflow.space import ParameterSpace
 from l2lflow.store import DONE, FAILED, PENDING, ResultStore
 

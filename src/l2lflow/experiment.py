@@ -30,8 +30,8 @@ from l2lflow.evaluation import (
     individuals_to_evaluate,
     stops_when_all_fail,
 )
+from l2lflow.execution.work import EvaluationSpec
 from l2lflow.optimizers.base import Optimizer, get_optimizer_class
-from l2lflow.runner import EvaluationSpec
 from l2lflow.space import ParameterSpace
 from l2lflow.store import DONE, FAILED, PENDING, ResultStore, StoreError
 
@@ -253,7 +253,7 @@ class Experiment:
                     return
                 spec = self.evaluation_spec()
                 if spec.isolate:
-                    from l2lflow.runner import warm_up
+                    from l2lflow.execution.sandbox import warm_up
 
                     for name in pools.clients:
                         pools.client(name).run(warm_up, spec)
@@ -390,7 +390,7 @@ class Experiment:
         meta-test task seed (disjoint from every generation's) and their scores stored on the
         ``meta_test`` dimension (rank 0 = the best during optimisation).
         """
-        from l2lflow.runner import evaluate_chunk
+        from l2lflow.execution.task import evaluate_chunk
 
         settings = self.meta_test_config
         if settings is None:

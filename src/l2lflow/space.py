@@ -213,9 +213,9 @@ class ParameterSpace:
         phase: str = "optimize",
     ) -> Any:
         """The work items of individuals ``rows`` of stored ``values`` as one
-        :class:`~l2lflow.runner.Chunk` (columns; each item's optimizee values are what
+        :class:`~l2lflow.execution.work.Chunk` (columns; each item's optimizee values are what
         :meth:`optimizee_values` gives, made on the worker)."""
-        from l2lflow.runner import work_chunk
+        from l2lflow.execution.work import work_chunk
 
         return work_chunk(
             generation,

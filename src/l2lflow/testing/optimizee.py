@@ -10,7 +10,7 @@ What a run relies on, and what :func:`check_optimizee` therefore checks:
 * **bad-parameter isolation**: an individual with invalid parameters fails alone, with a
   reason, and the individuals evaluated beside it (same sandbox, same batch) still succeed.
 
-Evaluations run as in a run: in a sandbox process (``l2lflow.runner.evaluate_chunk``), results
+Evaluations run as in a run: in a sandbox process (``l2lflow.execution.task.evaluate_chunk``), results
 normalised as the store would take them.
 """
 
@@ -31,8 +31,8 @@ class OptimizeeReport:
 
 
 def _spec(name: str, options: dict[str, Any], fitness_key: str, timeout_s: float | None):
+    from l2lflow.execution.work import EvaluationSpec
     from l2lflow.optimizees.base import resolve_optimizee
-    from l2lflow.runner import EvaluationSpec
 
     optimizee = resolve_optimizee(name)
     return optimizee, EvaluationSpec(
@@ -61,13 +61,14 @@ def _items(params: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any
 
 def _fresh_chunk(spec: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Evaluate ``items`` as one chunk in a new sandbox process (nothing carried over)."""
-    from l2lflow.runner import _sandbox_reset, evaluate_chunk
+    from l2lflow.execution.sandbox import reset_sandbox
+    from l2lflow.execution.task import evaluate_chunk
 
-    _sandbox_reset()
+    reset_sandbox()
     try:
         return evaluate_chunk(spec, items)
     finally:
-        _sandbox_reset()
+        reset_sandbox()
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> str | None:
