@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from l2lflow.evaluation import CHUNKS_PER_WORKER, TARGET_CHUNK_S, _chunk_size
+from l2lflow.execution.dispatch import CHUNKS_PER_WORKER, TARGET_CHUNK_S, _chunk_size
 
 
 def test_one_individual_per_task_until_a_runtime_is_known():

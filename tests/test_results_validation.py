@@ -15,7 +15,7 @@ from helpers import assert_same_results, run_snakemake, write_config
 
 import l2lflow
 from l2lflow.config import load_config
-from l2lflow.evaluation import GenerationFailed
+from l2lflow.execution.dispatch import GenerationFailed
 from l2lflow.experiment import Experiment
 from l2lflow.store import DONE, FAILED
 

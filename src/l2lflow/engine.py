@@ -267,7 +267,7 @@ class Engine:
         threading.Thread(target=start, name="l2lflow-early-start", daemon=True).start()
 
     def _do(self, conn: socket.socket, op: str, message: dict[str, Any]) -> dict[str, Any]:
-        from l2lflow.evaluation import Interrupted
+        from l2lflow.execution.dispatch import Interrupted
 
         config = self._config(message.get("config_path"))
         generation = int(message["generation"])

@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 
 from l2lflow import seeds
-from l2lflow.evaluation import (
-    DETERMINISTIC_FAILURES,
+from l2lflow.execution.dispatch import (
     Progress,
     evaluate_generation,
-    fitting_shapes,
+    evaluate_meta_test,
     individuals_to_evaluate,
     stops_when_all_fail,
 )
@@ -390,8 +389,6 @@ class Experiment:
         meta-test task seed (disjoint from every generation's) and their scores stored on the
         ``meta_test`` dimension (rank 0 = the best during optimisation).
         """
-        from l2lflow.execution.task import evaluate_chunk
-
         settings = self.meta_test_config
         if settings is None:
             return {"meta_test": 0}
@@ -405,36 +402,20 @@ class Experiment:
         written = self.store.meta_test_scores(chosen)
         if written is not None:  # rerun of a finished step (e.g. killed before Snakemake knew)
             return {"meta_test": len(written), "scores": written}
-        spec = self.evaluation_spec()
         meta_seed = seeds.meta_test_seed(int(self.config["seed"]))
-        # one work item per chosen individual (rank 0 = the best during optimisation)
-        items = [
-            (g, i, seeds.evaluation_seed(meta_seed, g, i), self.store.parameters(g))
-            for g, i in chosen
-        ]
         pool = self.pool_name()
-        client = self.pools().client(pool)
-        resources = {"GPU": 1} if pool == "gpu" else None
-        retries = int(self.config.get("evaluation", {}).get("retries", 1))
-        results: list[dict[str, Any]] = []
-        shapes = self.store.result_shapes()  # meta-test results must fit the run's shapes
-        for g, i, seed, params in items:
-            for attempt in range(retries + 1):
-                chunk = self.space.work_chunk(
-                    g,
-                    np.array([i]),
-                    [seed],
-                    params,
-                    attempt,
-                    task_seed=meta_seed,
-                    phase="meta_test",
-                )
-                fut = client.submit(evaluate_chunk, spec, chunk, pure=False, resources=resources)
-                result = fut.result()[0]
-                result = fitting_shapes(result, shapes)
-                if result["ok"] or result["reason"] in DETERMINISTIC_FAILURES:
-                    break
-            results.append({**result, "generation": g, "individual": i})
+        # rank 0 = the best during optimisation; each gets its own held-out seed
+        results = evaluate_meta_test(
+            self.pools().client(pool),
+            self.store,
+            chosen,
+            self.evaluation_spec(),
+            self.config,
+            task_seed=meta_seed,
+            seeds=[seeds.evaluation_seed(meta_seed, g, i) for g, i in chosen],
+            resources={"GPU": 1} if pool == "gpu" else None,
+            slots=self.pools().capacity.get(pool, 0),
+        )
         self.store.write_meta_test(results)
         scores = [r["fitness"] if r["ok"] else None for r in results]
         return {"meta_test": len(results), "scores": scores}

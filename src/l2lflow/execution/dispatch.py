@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from l2lflow.execution.task import evaluate_chunk
-from l2lflow.execution.work import Chunk, EvaluationSpec
+from l2lflow.execution.work import Chunk, EvaluationSpec, failure, work_chunk
 from l2lflow.space import ParameterSpace
 from l2lflow.store import DONE, FAILED, PENDING, ResultStore
 
@@ -158,6 +158,117 @@ def failure_fitness(config: dict[str, Any]) -> float:
     return math.inf if config.get("direction", "minimize") == "minimize" else -math.inf
 
 
+class Dispatcher:
+    """The submit/collect/retry core shared by a generation and the meta-test.
+
+    Work is a queue of ``(key, attempt)`` pairs (``key``: the caller's name for one evaluation,
+    e.g. the individual's row); ``work`` turns a list of them into the :class:`Chunk` of one Dask
+    task. Chunks are sized from the runtimes the caller reports (:attr:`runtimes`; none: one
+    evaluation per task), and a fixed pool keeps only a few chunks per worker in flight. The
+    caller decides what a finished attempt means and calls :meth:`retry` for another.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        spec: EvaluationSpec,
+        work: Callable[[list[tuple[int, int]]], Chunk],
+        *,
+        retries: int,
+        batch_size: int,
+        runtimes: list[float] | None = None,
+        resources: dict[str, float] | None = None,
+        slots: int = 0,
+    ) -> None:
+        self.client = client
+        self.spec = spec
+        self.work = work
+        self.retries = retries
+        self.batch_size = batch_size
+        self.runtimes: list[float] = [] if runtimes is None else runtimes
+        self.resources = resources
+        self.slots = slots
+        self.queue: deque[tuple[int, int]] = deque()
+        self.in_flight: dict[Any, list[tuple[int, int]]] = {}
+        self.finished: queue_module.Queue = queue_module.Queue()
+        self.workers = max(1, _worker_count(client), slots)
+
+    def add(self, keys: list[int]) -> None:
+        """Queue a first attempt of each of ``keys``, in this order."""
+        self.queue.extend((key, 0) for key in keys)
+
+    def retry(self, key: int, attempt: int) -> None:
+        """Queue attempt ``attempt`` of ``key`` (after the others already waiting)."""
+        self.queue.append((key, attempt))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.in_flight)
+
+    @property
+    def running(self) -> int:
+        """Evaluations running now (see :func:`_really_running`)."""
+        return _really_running(self.in_flight, self.workers, self.spec.batched)
+
+    def submit_more(self) -> None:
+        """Submit chunks of the queue until enough are in flight."""
+        if not self.in_flight:
+            self.workers = max(1, _worker_count(self.client), self.slots)
+        chunks = []
+        # an adaptive pool (slots > 0) grows only for work it sees queued (Dask asks for a worker
+        # per ~5 s of queued runtime), so it gets the whole generation at once; a fixed pool gets
+        # a few chunks per worker, so that an interruption repeats little
+        limit = math.inf if self.slots else self.workers * CHUNKS_PER_WORKER
+        while self.queue and len(self.in_flight) + len(chunks) < limit:
+            if self.spec.batched:
+                chunks.append(_next_batch(self.queue, self.batch_size, self.retries))
+            else:
+                size = _chunk_size(self.runtimes, len(self.queue), self.workers)
+                chunks.append([self.queue.popleft() for _ in range(min(size, len(self.queue)))])
+        if chunks:
+            # one call for all new tasks: each submit (and each result) is a round trip to the
+            # client's event loop, which serialised dispatch once hundreds of slots were waiting
+            futures = self.client.map(
+                evaluate_chunk,
+                [self.spec] * len(chunks),
+                [self.work(chunk) for chunk in chunks],
+                pure=False,
+                resources=self.resources,
+                retries=0,
+            )
+            for fut, chunk in zip(futures, chunks, strict=True):
+                self.in_flight[fut] = chunk
+                fut.add_done_callback(self.finished.put)
+
+    def collect(self, timeout: float = 0.2) -> list[tuple[int, int, dict[str, Any]]]:
+        """``(key, attempt, result)`` of the attempts finished so far, waiting up to ``timeout``
+        for the first; a lost task (a killed worker, ...) fails each of its attempts with
+        reason ``worker``."""
+        out = []
+        done = _finished_some(self.finished, timeout=timeout)
+        for fut, results in zip(done, _results_of(self.client, done), strict=True):
+            chunk = self.in_flight.pop(fut)
+            if isinstance(results, BaseException):  # a lost worker (KilledWorker), ...
+                error = f"{type(results).__name__}: {results}"
+                results = [
+                    failure({"individual": key}, "worker", error, math.nan) for key, _ in chunk
+                ]
+            for (key, attempt), result in zip(chunk, results, strict=True):
+                out.append((key, attempt, result))
+        return out
+
+    def cancel(self) -> None:
+        """Cancel what is still in flight (an interruption, an error)."""
+        if self.in_flight:
+            self.client.cancel(list(self.in_flight))
+            self.in_flight.clear()
+
+    def retries_left(self, attempt: int, result: dict[str, Any]) -> bool:
+        """Whether a failed ``result`` of ``attempt`` is tried again: a retry is left, and the
+        failure is not deterministic in its seed."""
+        return attempt < self.retries and result.get("reason") not in DETERMINISTIC_FAILURES
+
+
 def evaluate_generation(
     client: Any,
     store: ResultStore,
@@ -208,9 +319,7 @@ def evaluate_generation(
     params = store.parameters(generation)
     seeds = store.seeds(generation)
     space = ParameterSpace.from_config(config["space"])
-    retries = int(config.get("evaluation", {}).get("retries", 1))
     fail_value = failure_fitness(config)
-    batch_size = int(config.get("evaluation", {}).get("batch_size") or len(status))
 
     def work(chunk: list[tuple[int, int]]) -> Chunk:
         rows = np.fromiter((i for i, _ in chunk), dtype=np.int64, count=len(chunk))
@@ -219,43 +328,19 @@ def evaluate_generation(
             generation, rows, seeds[rows], params, attempts, task_seed=task_seed
         )
 
-    queue: deque[tuple[int, int]] = deque((i, 0) for i in todo)
-    runtimes = _previous_runtimes(store, generation)
-    workers = max(1, _worker_count(client), slots)
+    dispatcher = Dispatcher(
+        client,
+        spec,
+        work,
+        retries=int(config.get("evaluation", {}).get("retries", 1)),
+        batch_size=int(config.get("evaluation", {}).get("batch_size") or len(status)),
+        runtimes=_previous_runtimes(store, generation),
+        resources=resources,
+        slots=slots,
+    )
+    dispatcher.add(todo)
     buffer: list[dict[str, Any]] = []
     last_flush = time.monotonic()
-    in_flight: dict[Any, list[tuple[int, int]]] = {}
-    finished: queue_module.Queue = queue_module.Queue()
-
-    def submit_more() -> None:
-        nonlocal workers
-        workers = max(1, _worker_count(client), slots) if not in_flight else workers
-        chunks = []
-        # an adaptive pool (slots > 0) grows only for work it sees queued (Dask asks for a worker
-        # per ~5 s of queued runtime), so it gets the whole generation at once; a fixed pool gets
-        # a few chunks per worker, so that an interruption repeats little
-        limit = math.inf if slots else workers * CHUNKS_PER_WORKER
-        while queue and len(in_flight) + len(chunks) < limit:
-            if spec.batched:
-                chunks.append(_next_batch(queue, batch_size, retries))
-            else:
-                size = _chunk_size(runtimes, len(queue), workers)
-                chunks.append([queue.popleft() for _ in range(min(size, len(queue)))])
-        if chunks:
-            # one call for all new tasks: each submit (and each result) is a round trip to the
-            # client's event loop, which serialised dispatch once hundreds of slots were waiting
-            futures = client.map(
-                evaluate_chunk,
-                [spec] * len(chunks),
-                [work(chunk) for chunk in chunks],
-                pure=False,
-                resources=resources,
-                retries=0,
-            )
-            for fut, chunk in zip(futures, chunks, strict=True):
-                in_flight[fut] = chunk
-                fut.add_done_callback(finished.put)
-        progress.running = _really_running(in_flight, workers, spec.batched)
 
     shapes = store.result_shapes()
     # A result that returns a name whose shape is not fixed yet waits until every individual
@@ -282,7 +367,7 @@ def evaluate_generation(
         result = fitting_shapes(result, shapes)
         if result["ok"]:
             final[i] = True
-            runtimes.append(float(result["runtime"]))
+            dispatcher.runtimes.append(float(result["runtime"]))
             buffer.append(
                 {
                     **result,
@@ -294,8 +379,8 @@ def evaluate_generation(
             )
             progress.done += 1
             note_fitness(float(result.get("fitness", math.nan)))
-        elif attempt < retries and result.get("reason") not in DETERMINISTIC_FAILURES:
-            queue.append((i, attempt + 1))
+        elif dispatcher.retries_left(attempt, result):
+            dispatcher.retry(i, attempt + 1)
             progress.retried += 1
         else:
             final[i] = True
@@ -317,41 +402,32 @@ def evaluate_generation(
             reason = str(result.get("reason", "error"))
             progress.reasons[reason] = progress.reasons.get(reason, 0) + 1
 
+    def after_collect() -> None:
+        if not dispatcher.busy and not dispatcher.queue:
+            for i in sorted(held):  # not expected: every individual before them is final
+                finish(i, *held.pop(i))
+
+    def after_submit() -> None:
+        nonlocal last_flush
+        progress.running = dispatcher.running
+        if buffer and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
+            store.write_results(generation, buffer)
+            buffer.clear()
+            last_flush = time.monotonic()
+        if on_progress is not None:
+            on_progress(progress)
+
     try:
-        submit_more()
-        while in_flight:
-            if should_stop is not None and should_stop():
-                raise Interrupted(f"generation {generation}: interrupted")
-            done = _finished_some(finished, timeout=0.2)
-            for fut, results in zip(done, _results_of(client, done), strict=True):
-                chunk = in_flight.pop(fut)
-                if isinstance(results, BaseException):  # a lost worker (KilledWorker), ...
-                    results = [
-                        {
-                            "individual": i,
-                            "ok": False,
-                            "reason": "worker",
-                            "error": f"{type(results).__name__}: {results}",
-                            "runtime": math.nan,
-                        }
-                        for i, _ in chunk
-                    ]
-                for (i, attempt), result in zip(chunk, results, strict=True):
-                    record(i, attempt, result)
-            if not in_flight and not queue:
-                for i in sorted(held):  # not expected: every individual before them is final
-                    finish(i, *held.pop(i))
-            submit_more()
-            progress.running = _really_running(in_flight, workers, spec.batched)
-            if buffer and time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
-                store.write_results(generation, buffer)
-                buffer.clear()
-                last_flush = time.monotonic()
-            if on_progress is not None:
-                on_progress(progress)
+        _run(
+            dispatcher,
+            record,
+            what=f"generation {generation}",
+            should_stop=should_stop,
+            after_collect=after_collect,
+            after_submit=after_submit,
+            on_start=lambda: setattr(progress, "running", dispatcher.running),
+        )
     finally:
-        if in_flight:
-            client.cancel(list(in_flight))
         if buffer:
             store.write_results(generation, buffer)
             buffer.clear()
@@ -360,6 +436,110 @@ def evaluate_generation(
         on_progress(progress)
     _stop_if_all_failed(store, generation, config)
     return progress
+
+
+def _run(
+    dispatcher: Dispatcher,
+    on_result: Callable[[int, int, dict[str, Any]], None],
+    *,
+    what: str,
+    should_stop: Callable[[], bool] | None = None,
+    after_collect: Callable[[], None] | None = None,
+    after_submit: Callable[[], None] | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> None:
+    """Submit, collect and hand each finished attempt to ``on_result`` until nothing is in flight
+    or queued; what is in flight is cancelled on the way out (an interruption, an error).
+
+    Every wait is bounded (``collect`` waits at most 0.2 s), so ``should_stop`` is asked often
+    and a lost worker or a hung evaluation cannot hang the caller.
+    """
+    try:
+        dispatcher.submit_more()
+        if on_start is not None:
+            on_start()
+        while dispatcher.busy:
+            if should_stop is not None and should_stop():
+                raise Interrupted(f"{what}: interrupted")
+            for key, attempt, result in dispatcher.collect(timeout=0.2):
+                on_result(key, attempt, result)
+            if after_collect is not None:
+                after_collect()
+            dispatcher.submit_more()
+            if after_submit is not None:
+                after_submit()
+    finally:
+        dispatcher.cancel()
+
+
+def evaluate_meta_test(
+    client: Any,
+    store: ResultStore,
+    chosen: list[tuple[int, int]],
+    spec: EvaluationSpec,
+    config: dict[str, Any],
+    *,
+    task_seed: int,
+    seeds: list[int],
+    resources: dict[str, float] | None = None,
+    slots: int = 0,
+) -> list[dict[str, Any]]:
+    """Evaluate the ``chosen`` (generation, individual) pairs once more with ``seeds`` (one each)
+    and ``task_seed``, in phase ``meta_test``, through the same dispatch as a generation.
+
+    Returns one result record per pair, in the order of ``chosen``: the last attempt's, with
+    ``generation`` and ``individual`` set. Failed attempts are retried as in a generation;
+    results whose shapes do not fit the run's are failed as ``result``, checked in the order of
+    ``chosen`` (so the same pair fails whatever order they finished in). Each task holds one
+    evaluation and one call of a batched optimizee evaluates one individual, as a meta-test was
+    always run: its results stay bit-identical to those of earlier versions.
+    """
+    if not chosen:
+        return []
+    space = ParameterSpace.from_config(config["space"])
+    params = {g: store.parameters(g) for g in sorted({g for g, _ in chosen})}
+    expressions = {p.name: p.expression for p in space.parameters if p.expression}
+
+    def work(chunk: list[tuple[int, int]]) -> Chunk:
+        picks = [chosen[k] for k, _ in chunk]
+        return work_chunk(
+            np.array([g for g, _ in picks], dtype=np.int64),
+            np.array([i for _, i in picks], dtype=np.int64),
+            np.array([seeds[k] for k, _ in chunk], dtype=np.int64),
+            {
+                p.name: np.stack([np.asarray(params[g][p.name])[i] for g, i in picks])
+                for p in space.parameters
+            },
+            np.array([a for _, a in chunk], dtype=np.int64),
+            task_seed=task_seed,
+            phase="meta_test",
+            expressions=expressions,
+        )
+
+    dispatcher = Dispatcher(
+        client,
+        spec,
+        work,
+        retries=int(config.get("evaluation", {}).get("retries", 1)),
+        batch_size=1,
+        resources=resources,
+        slots=slots,
+    )
+    dispatcher.add(list(range(len(chosen))))
+    results: dict[int, dict[str, Any]] = {}
+
+    def record(k: int, attempt: int, result: dict[str, Any]) -> None:
+        if not result["ok"] and dispatcher.retries_left(attempt, result):
+            dispatcher.retry(k, attempt + 1)
+        else:
+            results[k] = result
+
+    _run(dispatcher, record, what="meta-test")
+    shapes = store.result_shapes()  # meta-test results must fit the run's shapes
+    return [
+        {**fitting_shapes(results[k], shapes), "generation": g, "individual": i}
+        for k, (g, i) in enumerate(chosen)
+    ]
 
 
 def _stop_if_all_failed(store: ResultStore, generation: int, config: dict[str, Any]) -> None:
