@@ -123,3 +123,28 @@ def test_a_worker_killed_while_the_cluster_starts_does_not_fail_the_run(tmp_path
         assert pools.client("cpu").submit(lambda: 6 * 7).result(timeout=60) == 42
     finally:
         pools.close()
+
+
+def test_pools_come_from_the_registered_backend(tmp_path: Path, monkeypatch) -> None:
+    """``start_pools`` asks the backend registered under ``execution.backend`` for its pools
+    (any name, no branch on it); an unknown name is one line naming the known ones."""
+    from l2lflow.execution import core
+
+    monkeypatch.setitem(core.BACKENDS, "one-worker", "backends_for_tests:OneWorkerBackend")
+    (tmp_path / "backends_for_tests.py").write_text(
+        "from l2lflow.execution.local import start_local_cluster\n"
+        "class OneWorkerBackend:\n"
+        "    def pool_specs(self, execution):\n"
+        "        return {'cpu': {'workers': 1}}\n"
+        "    def start(self, name, spec, execution, *, local_directory=None):\n"
+        "        return start_local_cluster(spec, local_directory=local_directory), 7\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pools = start_pools({"backend": "one-worker"}, local_directory=str(tmp_path / "dask"))
+    try:
+        assert list(pools.clients) == ["cpu"] and pools.capacity == {"cpu": 7}
+        assert pools.clients["cpu"].submit(sum, [1, 2], pure=False).result(timeout=120) == 3
+    finally:
+        pools.close()
+    with pytest.raises(core.PoolError, match="'nowhere' is not a backend .known: local, one"):
+        start_pools({"backend": "nowhere"})

@@ -18,13 +18,8 @@ import yaml
 from dask.utils import parse_bytes
 from distributed.security import Security
 
-from l2lflow.execution.slurm import (
-    job_script,
-    pool_defaults,
-    resolve_pool,
-    scheduler_options,
-    slurm_cluster,
-)
+from l2lflow.execution.slurm import job_script, slurm_cluster
+from l2lflow.execution.slurm_pool import pool_defaults, resolve_pool, scheduler_options
 
 PROFILES = Path(__file__).resolve().parents[1] / "profiles"
 
@@ -314,3 +309,34 @@ def test_unset_account_is_refused_where_the_run_starts(
         "engine)"
     ], output
     assert not (tmp_path / "results").exists()
+
+
+def test_importing_the_slurm_backend_keeps_the_processs_sigint_handler() -> None:
+    """dask_jobqueue sets ``SIGINT -> sys.exit()`` when imported; the backend puts the handler
+    back at once (main thread), refuses a first import from another thread in one line (that
+    thread could not set a handler), and checking a pool spec imports no dask_jobqueue at all."""
+    script = """
+import signal, sys, threading
+from l2lflow.execution.slurm_pool import resolve_pool
+resolve_pool({"cores": 2})
+assert "dask_jobqueue" not in sys.modules, "checking a pool imported dask_jobqueue"
+errors = []
+def other():
+    try:
+        import l2lflow.execution.slurm
+    except RuntimeError as exc:
+        errors.append(str(exc))
+thread = threading.Thread(target=other)
+thread.start()
+thread.join()
+print("THREAD", errors)
+mine = lambda *_: None
+signal.signal(signal.SIGINT, mine)
+import l2lflow.execution.slurm
+print("KEPT", signal.getsignal(signal.SIGINT) is mine)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert "KEPT True" in out, out
+    assert "must first be imported from the main thread" in out, out

@@ -779,7 +779,7 @@ def _check_pools(pools: dict[str, Any]) -> None:
     """Resolve every Slurm pool now (unknown keys, bad values), so that a mistake is one line
     before the run starts, not a failed evaluate step later. ``$VARS`` such as the account are
     checked where the run starts (:func:`l2lflow.workflow.experiment_config`, the engine)."""
-    from l2lflow.execution.slurm import resolve_pool
+    from l2lflow.execution.slurm_pool import resolve_pool
 
     for name, pool in pools.items():
         try:

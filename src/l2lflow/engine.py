@@ -21,10 +21,12 @@ Who may talk to it: its socket lies in a folder only this user can enter
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import logging
 import os
+import queue
 import select
 import signal
 import socket
@@ -32,6 +34,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,8 @@ class Engine:
         self.owner_pidfd: int | None = None
         self.owner_pid: int | None = None
         self.busy = False
+        #: calls that must run in the main thread (see _on_main_thread), run by serve's loop
+        self.main_calls: queue.Queue = queue.Queue()
 
     # ------------------------------------------------------------------ lifecycle
     def serve(self) -> int:
@@ -90,6 +95,7 @@ class Engine:
         log.info("engine %d serving %s on %s", os.getpid(), self.results_dir, path)
         try:
             while not self.stop.is_set():
+                self._run_main_calls()
                 try:
                     conn, _ = server.accept()
                 except TimeoutError:
@@ -149,6 +155,31 @@ class Engine:
         except PermissionError:
             return False
         return False
+
+    def _run_main_calls(self) -> None:
+        while True:
+            try:
+                fn, args, done = self.main_calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the thread that asked
+                done.set_exception(exc)
+
+    def _on_main_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` run by the main thread (serve's loop, within 0.2 s), for what only the
+        main thread may do; raises what it raised."""
+        if threading.current_thread() is threading.main_thread():
+            return fn(*args)
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self.main_calls.put((fn, args, done))
+        while True:
+            try:
+                return done.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                if self.stop.is_set():
+                    raise _ClientGone() from None
 
     def _check_idle(self) -> None:
         if self.busy:
@@ -307,7 +338,12 @@ class Engine:
         return validate_config(json.loads(Path(config_path).read_text()))
 
     def _experiment(self, config: dict[str, Any], *, start_pools: bool = False):
+        from l2lflow.execution.core import backend_imported, load_backend
         from l2lflow.experiment import Experiment
+
+        backend = config.get("execution", {}).get("backend", "local")
+        if not backend_imported(backend):  # the Slurm backend's first import sets a signal handler
+            self._on_main_thread(load_backend, backend)
 
         if Path(config["results"]).resolve() != self.results_dir.resolve():
             raise ValueError(

@@ -147,7 +147,7 @@ def check_execution_here(execution: Any) -> None:
         return
     import re
 
-    from l2lflow.execution.slurm import check_environment
+    from l2lflow.execution.slurm_pool import check_environment
 
     for name, pool in pools.items():
         if isinstance(pool, dict):

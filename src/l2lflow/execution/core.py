@@ -9,9 +9,11 @@ apart by construction: a CPU evaluation is never sent to a GPU pool's scheduler 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("l2lflow.execution")
 
@@ -119,47 +121,69 @@ def http_routes(dashboard: str | None):
         yield
 
 
+class PoolBackend(Protocol):
+    """Where a run's pools come from: which pools an ``execution`` config asks for, and how one
+    of them starts. Registered by name in :data:`BACKENDS` (``execution.backend``)."""
+
+    def pool_specs(self, execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Pool name -> its spec, for every pool the config asks for on this machine."""
+        ...
+
+    def start(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        execution: dict[str, Any],
+        *,
+        local_directory: str | None = None,
+    ) -> tuple[Any, int]:
+        """Start pool ``name``'s cluster; returns it and the most evaluation slots it can grow
+        to (0: a fixed pool, whose slots are its connected workers' threads)."""
+        ...
+
+
+#: ``execution.backend`` name -> ``module:class`` of its :class:`PoolBackend` (imported on use)
+BACKENDS: dict[str, str] = {
+    "local": "l2lflow.execution.local:LocalBackend",
+    "slurm": "l2lflow.execution.slurm:SlurmBackend",
+}
+
+
+def load_backend(name: str) -> PoolBackend:
+    """The backend registered as ``name``, its module imported now.
+
+    Call it from the main thread before pools start from another thread: a backend module may
+    do what only the main thread may (the Slurm one's dask-jobqueue sets a signal handler).
+    """
+    if name not in BACKENDS:
+        raise PoolError(
+            f"execution.backend: {name!r} is not a backend (known: {', '.join(sorted(BACKENDS))})"
+        )
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def backend_imported(name: str) -> bool:
+    """Whether backend ``name``'s module is imported already (so any thread may start it)."""
+    module = BACKENDS.get(name, "").partition(":")[0]
+    return module in sys.modules
+
+
 def start_pools(execution: dict[str, Any], *, local_directory: str | None = None) -> WorkerPools:
     """Start the pools an execution config describes and connect a client to each."""
     from distributed import Client
 
+    backend = load_backend(execution.get("backend", "local"))
     pools = WorkerPools()
-    dashboard = execution.get("dashboard", False)
     try:
-        if execution.get("backend", "local") == "local":
-            from l2lflow.execution.local import (
-                local_gpus,
-                start_local_cluster,
-                start_local_gpu_cluster,
+        for name, spec in backend.pool_specs(execution).items():
+            cluster, capacity = backend.start(
+                name, spec, execution, local_directory=local_directory
             )
-
-            # CPU workers see no GPU: a torch optimizee with device "auto" routed to the cpu pool
-            # (evaluation.device: cpu, or no gpu pool) then really runs on the CPU
-            cluster = start_local_cluster(
-                execution, local_directory=local_directory, env={"CUDA_VISIBLE_DEVICES": ""}
-            )
-            pools.clusters["cpu"] = cluster
-            pools.clients["cpu"] = Client(cluster, set_as_default=False)
-            if cluster.scheduler.http_server is not None and dashboard:
-                log.info("Dask dashboard (127.0.0.1 only): %s", cluster.dashboard_link)
-            if execution.get("gpu", "auto") == "auto" and local_gpus():
-                gpu = start_local_gpu_cluster(execution, local_directory=local_directory)
-                pools.clusters["gpu"] = gpu
-                pools.clients["gpu"] = Client(gpu, set_as_default=False)
-        else:
-            from l2lflow.execution.slurm import resolve_pool, slurm_cluster
-
-            for name, spec in execution["pools"].items():
-                if "dashboard_address" not in spec:
-                    spec = {**spec, "dashboard_address": dashboard_address(dashboard)}
-                # adaptive between the pool's min_jobs and max_jobs (set up by slurm_cluster)
-                cluster = slurm_cluster(spec, name=name, security=True)
-                resolved = resolve_pool(spec)  # as slurm_cluster just did: it cannot fail
-                # a GPU pool runs one evaluation per GPU; a CPU pool one per core (thread)
-                per_job = int(resolved["gpus_per_job"]) or int(resolved["cores"])
-                pools.capacity[name] = int(resolved["max_jobs"]) * per_job
-                pools.clusters[name] = cluster
-                pools.clients[name] = Client(cluster, set_as_default=False)
+            pools.clusters[name] = cluster
+            pools.clients[name] = Client(cluster, set_as_default=False)
+            if capacity:
+                pools.capacity[name] = capacity
     except BaseException:
         pools.close()
         raise

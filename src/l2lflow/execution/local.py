@@ -17,6 +17,37 @@ from typing import Any
 log = logging.getLogger("l2lflow.execution")
 
 
+class LocalBackend:
+    """One ``LocalCluster`` of CPU workers on this machine (the ``cpu`` pool), and a second one
+    of one worker on the first GPU (the ``gpu`` pool) when ``execution.gpu`` is ``auto`` and
+    ``nvidia-smi -L`` lists a GPU."""
+
+    def pool_specs(self, execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        pools: dict[str, dict[str, Any]] = {"cpu": {}}
+        if execution.get("gpu", "auto") == "auto" and local_gpus():
+            pools["gpu"] = {}
+        return pools
+
+    def start(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        execution: dict[str, Any],
+        *,
+        local_directory: str | None = None,
+    ) -> tuple[Any, int]:
+        if name == "gpu":
+            return start_local_gpu_cluster(execution, local_directory=local_directory), 0
+        # CPU workers see no GPU: a torch optimizee with device "auto" routed to the cpu pool
+        # (evaluation.device: cpu, or no gpu pool) then really runs on the CPU
+        cluster = start_local_cluster(
+            execution, local_directory=local_directory, env={"CUDA_VISIBLE_DEVICES": ""}
+        )
+        if cluster.scheduler.http_server is not None and execution.get("dashboard", False):
+            log.info("Dask dashboard (127.0.0.1 only): %s", cluster.dashboard_link)
+        return cluster, 0
+
+
 def local_worker_count(execution: dict[str, Any]) -> int:
     """Configured worker count, else one per usable CPU core."""
     if execution.get("workers"):
