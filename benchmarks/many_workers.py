@@ -55,7 +55,7 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     from l2lflow.config import validate_config
-    from l2lflow.execution.core import WorkerPools
+    from l2lflow.execution.core import Executor
     from l2lflow.experiment import Experiment
 
     threads = max(1, args.slots // args.processes)
@@ -88,9 +88,7 @@ def main() -> None:
             local_directory=tmp,
         )
         client = Client(cluster, set_as_default=False)
-        exp = Experiment(
-            config, pools=WorkerPools(clusters={"cpu": cluster}, clients={"cpu": client})
-        )
+        exp = Experiment(config, pools=Executor(clusters={"cpu": cluster}, clients={"cpu": client}))
         t0 = time.perf_counter()
         for g in range(args.generations):
             exp.sample(g)

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 
 from l2lflow import seeds
+from l2lflow.execution.core import Executor
 from l2lflow.execution.dispatch import (
     Progress,
-    evaluate_generation,
-    evaluate_meta_test,
     individuals_to_evaluate,
     stops_when_all_fail,
 )
@@ -223,8 +222,9 @@ class Experiment:
             return "gpu"
         return "cpu"
 
-    def pools(self):
-        """The worker pools, started on first use (or early: see ``start_pools``)."""
+    def pools(self) -> Executor:
+        """The run's :class:`~l2lflow.execution.Executor`: its worker pools, started on first
+        use (or early: see ``start_pools``)."""
         with self._pools_lock:  # an early start in progress is waited for, not repeated
             if self._pools is None:
                 if self._pools_error is not None:
@@ -277,10 +277,8 @@ class Experiment:
         if not individuals_to_evaluate(self.store, generation, self.config):
             return {"generation": generation, "evaluated": 0}
         self.store.parameters(generation)  # a lost parameter chunk refuses before a cluster starts
-        pool = self.pool_name()
-        client = self.pools().client(pool)
-        progress = evaluate_generation(
-            client,
+        progress = self.pools().evaluate_generation(
+            self.pool_name(),
             self.store,
             generation,
             self.evaluation_spec(),
@@ -288,8 +286,6 @@ class Experiment:
             task_seed=seeds.task_seed(int(self.config["seed"]), generation),
             on_progress=self._with_workers(on_progress),
             should_stop=should_stop,
-            resources={"GPU": 1} if pool == "gpu" else None,
-            slots=self.pools().capacity.get(pool, 0),
         )
         return {"generation": generation, **progress.as_dict()}
 
@@ -403,18 +399,15 @@ class Experiment:
         if written is not None:  # rerun of a finished step (e.g. killed before Snakemake knew)
             return {"meta_test": len(written), "scores": written}
         meta_seed = seeds.meta_test_seed(int(self.config["seed"]))
-        pool = self.pool_name()
         # rank 0 = the best during optimisation; each gets its own held-out seed
-        results = evaluate_meta_test(
-            self.pools().client(pool),
+        results = self.pools().meta_test(
+            self.pool_name(),
             self.store,
             chosen,
             self.evaluation_spec(),
             self.config,
             task_seed=meta_seed,
             seeds=[seeds.evaluation_seed(meta_seed, g, i) for g, i in chosen],
-            resources={"GPU": 1} if pool == "gpu" else None,
-            slots=self.pools().capacity.get(pool, 0),
         )
         self.store.write_meta_test(results)
         scores = [r["fitness"] if r["ok"] else None for r in results]

@@ -1,4 +1,5 @@
-"""Worker pools: one Dask client per pool, started once per run and shared by all generations.
+"""The Executor: a run's worker pools (one Dask client per pool, started once per run and
+shared by all generations) behind one small backend interface, :class:`PoolBackend`.
 
 A pool is a set of workers of one kind: ``cpu`` (NEST and plain Python optimizees) and ``gpu``
 (optimizees that declare ``needs_gpu``). Locally there is one LocalCluster; with Slurm each pool
@@ -23,8 +24,13 @@ class PoolError(RuntimeError):
 
 
 @dataclass
-class WorkerPools:
-    """The clusters and clients of a run, by pool name."""
+class Executor:
+    """Where a run's evaluations go: its worker pools (clusters and clients, by pool name), and
+    the two entry points that send work there: :meth:`evaluate_generation` and
+    :meth:`meta_test` (both through :mod:`l2lflow.execution.dispatch`).
+
+    Started once per run by :func:`start_pools` and shared by all its generations.
+    """
 
     clusters: dict[str, Any] = field(default_factory=dict)
     clients: dict[str, Any] = field(default_factory=dict)
@@ -48,6 +54,48 @@ class WorkerPools:
                 f"{', '.join(self.clients) or 'none'} ({hint})"
             )
         return self.clients[name]
+
+    def evaluate_generation(
+        self,
+        pool: str,
+        store: Any,
+        generation: int,
+        spec: Any,
+        config: dict[str, Any],
+        **options: Any,
+    ) -> Any:
+        """Evaluate the open individuals of ``generation`` on pool ``pool`` (see
+        :func:`l2lflow.execution.dispatch.evaluate_generation` for ``options``)."""
+        from l2lflow.execution.dispatch import evaluate_generation
+
+        return evaluate_generation(
+            self.client(pool), store, generation, spec, config, **self._placement(pool), **options
+        )
+
+    def meta_test(
+        self,
+        pool: str,
+        store: Any,
+        chosen: list[tuple[int, int]],
+        spec: Any,
+        config: dict[str, Any],
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Evaluate the ``chosen`` individuals on held-out tasks on pool ``pool`` (see
+        :func:`l2lflow.execution.dispatch.evaluate_meta_test` for ``options``)."""
+        from l2lflow.execution.dispatch import evaluate_meta_test
+
+        return evaluate_meta_test(
+            self.client(pool), store, chosen, spec, config, **self._placement(pool), **options
+        )
+
+    def _placement(self, pool: str) -> dict[str, Any]:
+        """How tasks for ``pool`` are submitted: a GPU pool's need one ``GPU`` resource each;
+        an adaptive pool's slots are what it can grow to (0: a fixed pool)."""
+        return {
+            "resources": {"GPU": 1} if pool == "gpu" else None,
+            "slots": self.capacity.get(pool, 0),
+        }
 
     def worker_count(self, name: str) -> int:
         client = self.clients[name]
@@ -169,12 +217,12 @@ def backend_imported(name: str) -> bool:
     return module in sys.modules
 
 
-def start_pools(execution: dict[str, Any], *, local_directory: str | None = None) -> WorkerPools:
+def start_pools(execution: dict[str, Any], *, local_directory: str | None = None) -> Executor:
     """Start the pools an execution config describes and connect a client to each."""
     from distributed import Client
 
     backend = load_backend(execution.get("backend", "local"))
-    pools = WorkerPools()
+    pools = Executor()
     try:
         for name, spec in backend.pool_specs(execution).items():
             cluster, capacity = backend.start(
