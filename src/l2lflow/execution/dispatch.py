@@ -1,6 +1,8 @@
 """Evaluating one generation on Dask: chunked dispatch, retries, streaming writes.
 
-The client sends small *chunks* of individuals to workers; each chunk is sized from the runtimes
+The submit/collect/retry core is :class:`Dispatcher`; :func:`evaluate_generation` drives it for
+a generation (results streamed into the store) and :func:`evaluate_meta_test` for the
+meta-test of the best individuals (results returned in rank order). The client sends small *chunks* of individuals to workers; each chunk is sized from the runtimes
 measured so far so that it takes about ``TARGET_CHUNK_S`` (many tiny evaluations are batched to
 amortise Dask's per-task cost; long simulations go one per task). Only a few chunks per worker
 are in flight, so an interruption repeats little work. Results are written to the store by this
