@@ -243,6 +243,13 @@ class Experiment:
     def _start_pools_early(self, opened: threading.Event) -> None:
         """Start the pools in a thread; once the experiment is open (``opened``), warm the
         workers' sandboxes up: each starts its sandbox and imports the optimizee there."""
+        from l2lflow.execution.core import load_backend
+
+        try:  # here, not in the thread: a backend's first import may need this (main) thread
+            load_backend(self.config.get("execution", {}).get("backend", "local"))
+        except Exception as exc:  # noqa: BLE001 - kept for the step that needs the pools
+            self._pools_error = exc
+            return
 
         def start() -> None:
             try:
