@@ -429,7 +429,9 @@ class _Checker:
                         "the last sampled generation may have pending individuals"
                     )
         if status is not None and fitness is not None:
-            fail = _failure_fitness(self.config)
+            from l2lflow.execution.dispatch import failure_fitness
+
+            fail = failure_fitness(self.config)
             fitness = np.asarray(fitness, dtype=np.float64)
             for g, i in zip(*np.nonzero((status == DONE) & ~np.isfinite(fitness)), strict=True):
                 self.damage(
@@ -480,13 +482,6 @@ class _Checker:
                     f"the parameter's space"
                 )
                 break
-
-
-def _failure_fitness(config: dict) -> float:
-    value = (config.get("evaluation") or {}).get("failure_fitness")
-    if value is not None:
-        return float(value)
-    return math.inf if config.get("direction", "minimize") == "minimize" else -math.inf
 
 
 def _same(values: np.ndarray, target: float) -> np.ndarray:

@@ -154,7 +154,7 @@ def fitting_shapes(result: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -
 
 def failure_fitness(config: dict[str, Any]) -> float:
     """What a failed individual's fitness is: the configured value, else the worst possible."""
-    value = config.get("evaluation", {}).get("failure_fitness")
+    value = (config.get("evaluation") or {}).get("failure_fitness")
     if value is not None:
         return float(value)
     return math.inf if config.get("direction", "minimize") == "minimize" else -math.inf
