@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from l2lflow.execution.task import evaluate_chunk
-from l2lflow.execution.work import Chunk, EvaluationSpec, failure, work_chunk
+from l2lflow.execution.work import Chunk, EvaluationSpec, failure, unstorable, work_chunk
 from l2lflow.space import ParameterSpace
 from l2lflow.store import DONE, FAILED, PENDING, ResultStore
 
@@ -140,16 +140,7 @@ def fitting_shapes(result: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -
     """``result`` as it is, or, when a shape differs from ``shapes`` (see
     :func:`check_result_shapes`), a failed ``result`` record that stores nothing of it."""
     mismatch = check_result_shapes(result, shapes)
-    if not mismatch:
-        return result
-    return {
-        **result,
-        "ok": False,
-        "reason": "result",
-        "error": mismatch,
-        "metrics": {},
-        "arrays": {},
-    }
+    return unstorable(result, mismatch) if mismatch else result
 
 
 def failure_fitness(config: dict[str, Any]) -> float:

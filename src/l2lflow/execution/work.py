@@ -80,6 +80,13 @@ def success(
     }
 
 
+def unstorable(result: dict[str, Any], error: str) -> dict[str, Any]:
+    """``result`` (of a completed evaluation) failed as ``result``: what it returned cannot be
+    stored (e.g. a shape that differs from the run's), so none of its metrics or arrays is
+    kept; where and how long it ran is."""
+    return {**result, "ok": False, "reason": "result", "error": error, "metrics": {}, "arrays": {}}
+
+
 class ChunkResults(list):
     """A task's results (one dict per item, in order): a list that Dask moves as one pickle.
 
