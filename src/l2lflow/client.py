@@ -43,6 +43,10 @@ class EngineGone(ClientError):
     """The engine closed the connection without an answer (it died or was shutting down)."""
 
 
+class NoEngine(ClientError):
+    """No engine answers for the results folder (and none was to be started)."""
+
+
 def runtime_dir() -> str:
     """The folder of this user's engine sockets: ``<tmp>/l2lflow-<uid>`` (``<tmp>`` is ``$TMPDIR``
     or ``/tmp``); ``$L2LFLOW_RUNTIME_DIR`` overrides it.
@@ -252,7 +256,7 @@ def connect_engine(results_dir: Path, *, idle_timeout: float, start: bool = True
     sock = _connect(path)
     if sock is not None or not start:
         if sock is None:
-            raise ClientError(f"no engine is running for {results_dir}")
+            raise NoEngine(f"no engine is running for {results_dir}")
         return sock
     proc = _start_engine(results_dir, idle_timeout)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -397,9 +401,10 @@ def claim(results_dir: str | Path, config_path: str | Path | None = None) -> Non
             idle_timeout=idle,
             start=config_path is not None,
         )
-    except (ConnectionError, EngineGone):
-        # the engine of a run that just died was shutting down and dropped the connection:
-        # wait (bounded) for it to let go of the results, as when no engine answers at all
+    except (ConnectionError, EngineGone, NoEngine):
+        # the engine of a run that just died was shutting down and dropped the connection (or
+        # was gone by the time of the request): wait (bounded) for it to let go of the results,
+        # as when no engine answers at all
         lock = StoreLock(results_dir)
         lock.acquire()
         lock.release()
