@@ -47,11 +47,14 @@ import uuid
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from l2lflow.failpoints import reach
+
+if TYPE_CHECKING:
+    from l2lflow.execution.work import StoredResult
 
 FORMAT_VERSION = 1
 STORE_NAME = "results.zarr"
@@ -554,7 +557,7 @@ class ResultStore:
         self._generations = n + 1
         reach("sample.committed", generation)
 
-    def write_results(self, generation: int, results: Iterable[dict[str, Any]]) -> None:
+    def write_results(self, generation: int, results: Iterable[StoredResult]) -> None:
         """Write finished evaluations of one generation (a batch), status last.
 
         Each result dict has ``individual``, ``status`` (DONE/FAILED), ``fitness``, ``metrics``

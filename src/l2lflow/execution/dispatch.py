@@ -2,8 +2,8 @@
 
 The submit/collect/retry core is :class:`Dispatcher`; :func:`evaluate_generation` drives it for
 a generation (results streamed into the store) and :func:`evaluate_meta_test` for the
-meta-test of the best individuals (results returned in rank order). The client sends small *chunks* of individuals to workers; each chunk is sized from the runtimes
-measured so far so that it takes about ``TARGET_CHUNK_S`` (many tiny evaluations are batched to
+meta-test of the best individuals (results returned in rank order). The client sends small
+*chunks* of individuals to workers; each chunk is sized from the runtimes measured so far so that it takes about ``TARGET_CHUNK_S`` (many tiny evaluations are batched to
 amortise Dask's per-task cost; long simulations go one per task). Only a few chunks per worker
 are in flight, so an interruption repeats little work. Results are written to the store by this
 process in batches at most ``FLUSH_INTERVAL_S`` apart. Failed attempts (exceptions, crashes,
@@ -27,7 +27,15 @@ from typing import Any
 import numpy as np
 
 from l2lflow.execution.task import evaluate_chunk
-from l2lflow.execution.work import Chunk, EvaluationSpec, failure, unstorable, work_chunk
+from l2lflow.execution.work import (
+    Chunk,
+    EvaluationResult,
+    EvaluationSpec,
+    StoredResult,
+    failure,
+    unstorable,
+    work_chunk,
+)
 from l2lflow.space import ParameterSpace
 from l2lflow.store import DONE, FAILED, PENDING, ResultStore
 
@@ -113,7 +121,7 @@ def individuals_to_evaluate(
     return [int(i) for i in np.flatnonzero(status == PENDING)]
 
 
-def check_result_shapes(result: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> str:
+def check_result_shapes(result: EvaluationResult, shapes: dict[str, tuple[int, ...]]) -> str:
     """Why ``result``'s metrics and arrays do not fit the shapes fixed by earlier evaluations
     (name -> shape, () for a scalar metric), or "" when they fit. Adds its new names to
     ``shapes``, so the first evaluation checked that returns a name fixes its shape
@@ -136,7 +144,9 @@ def check_result_shapes(result: dict[str, Any], shapes: dict[str, tuple[int, ...
     return ""
 
 
-def fitting_shapes(result: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+def fitting_shapes(
+    result: EvaluationResult, shapes: dict[str, tuple[int, ...]]
+) -> EvaluationResult:
     """``result`` as it is, or, when a shape differs from ``shapes`` (see
     :func:`check_result_shapes`), a failed ``result`` record that stores nothing of it."""
     mismatch = check_result_shapes(result, shapes)
@@ -233,7 +243,7 @@ class Dispatcher:
                 self.in_flight[fut] = chunk
                 fut.add_done_callback(self.finished.put)
 
-    def collect(self, timeout: float = 0.2) -> list[tuple[int, int, dict[str, Any]]]:
+    def collect(self, timeout: float = 0.2) -> list[tuple[int, int, EvaluationResult]]:
         """``(key, attempt, result)`` of the attempts finished so far, waiting up to ``timeout``
         for the first; a lost task (a killed worker, ...) fails each of its attempts with
         reason ``worker``."""
@@ -256,7 +266,7 @@ class Dispatcher:
             self.client.cancel(list(self.in_flight))
             self.in_flight.clear()
 
-    def retries_left(self, attempt: int, result: dict[str, Any]) -> bool:
+    def retries_left(self, attempt: int, result: EvaluationResult) -> bool:
         """Whether a failed ``result`` of ``attempt`` is tried again: a retry is left, and the
         failure is not deterministic in its seed."""
         return attempt < self.retries and result.get("reason") not in DETERMINISTIC_FAILURES
@@ -332,7 +342,7 @@ def evaluate_generation(
         slots=slots,
     )
     dispatcher.add(todo)
-    buffer: list[dict[str, Any]] = []
+    buffer: list[StoredResult] = []
     last_flush = time.monotonic()
 
     shapes = store.result_shapes()
@@ -342,9 +352,9 @@ def evaluate_generation(
     final = np.asarray(status != PENDING)
     final[todo] = False
     lowest_open = int(np.argmin(final)) if not final.all() else final.size  # first not final
-    held: dict[int, tuple[int, dict[str, Any]]] = {}
+    held: dict[int, tuple[int, EvaluationResult]] = {}
 
-    def record(i: int, attempt: int, result: dict[str, Any]) -> None:
+    def record(i: int, attempt: int, result: EvaluationResult) -> None:
         nonlocal lowest_open
         names = [*result.get("metrics", {}), *result.get("arrays", {})]
         if i > lowest_open and any(name not in shapes for name in names):
@@ -356,7 +366,7 @@ def evaluate_generation(
             if lowest_open in held:
                 finish(lowest_open, *held.pop(lowest_open))
 
-    def finish(i: int, attempt: int, result: dict[str, Any]) -> None:
+    def finish(i: int, attempt: int, result: EvaluationResult) -> None:
         result = fitting_shapes(result, shapes)
         if result["ok"]:
             final[i] = True
@@ -433,7 +443,7 @@ def evaluate_generation(
 
 def _run(
     dispatcher: Dispatcher,
-    on_result: Callable[[int, int, dict[str, Any]], None],
+    on_result: Callable[[int, int, EvaluationResult], None],
     *,
     what: str,
     should_stop: Callable[[], bool] | None = None,
@@ -476,7 +486,7 @@ def evaluate_meta_test(
     seeds: list[int],
     resources: dict[str, float] | None = None,
     slots: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[EvaluationResult]:
     """Evaluate the ``chosen`` (generation, individual) pairs once more with ``seeds`` (one each)
     and ``task_seed``, in phase ``meta_test``, through the same dispatch as a generation.
 
@@ -519,9 +529,9 @@ def evaluate_meta_test(
         slots=slots,
     )
     dispatcher.add(list(range(len(chosen))))
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[int, EvaluationResult] = {}
 
-    def record(k: int, attempt: int, result: dict[str, Any]) -> None:
+    def record(k: int, attempt: int, result: EvaluationResult) -> None:
         if not result["ok"] and dispatcher.retries_left(attempt, result):
             dispatcher.retry(k, attempt + 1)
         else:

@@ -2,8 +2,9 @@
 
 The engine cuts a generation into :class:`Chunk` s (columns of work items, made in one place,
 :func:`work_chunk`); every evaluation shares one :class:`EvaluationSpec`. A worker answers a
-chunk with one :class:`ChunkResults` holding one result record per item, built only by
-:func:`success` and :func:`failure`.
+chunk with one :class:`ChunkResults` holding one :class:`EvaluationResult` per item, built only
+by :func:`success`, :func:`failure` and :func:`unstorable`; dispatch hands the final ones to the
+store as :class:`StoredResult`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -35,6 +36,33 @@ class EvaluationSpec:
     objectives: tuple[tuple[str, float], ...] = ()
 
 
+class EvaluationResult(TypedDict, total=False):
+    """One evaluation's result as a worker returns it (built only by :func:`success`,
+    :func:`failure` and :func:`unstorable`; a dict at run time: it is pickled by the hundred
+    thousand and written to the store column by column)."""
+
+    individual: int
+    ok: bool
+    fitness: float
+    metrics: dict[str, float]
+    arrays: dict[str, np.ndarray]
+    runtime: float
+    error: str
+    log: str
+    #: why it failed: exception, timeout, crash, result, nonfinite, worker (failures only)
+    reason: str
+    #: where it ran: Dask worker, Slurm job, host (set by the task)
+    worker: str
+
+
+class StoredResult(EvaluationResult, total=False):
+    """A final result as dispatch hands it to :meth:`l2lflow.store.ResultStore.write_results`."""
+
+    status: int
+    attempts: int
+    finished_at: float
+
+
 def failure(
     item: Mapping[str, Any],
     reason: str,
@@ -43,7 +71,7 @@ def failure(
     log: str = "",
     metrics: dict[str, float] | None = None,
     arrays: dict[str, np.ndarray] | None = None,
-) -> dict:
+) -> EvaluationResult:
     """The result record of a failed evaluation; ``metrics`` and ``arrays`` are what a completed
     evaluation returned beside a non-finite fitness (stored with it: they say what went wrong)."""
     return {
@@ -66,7 +94,7 @@ def success(
     arrays: dict[str, np.ndarray],
     runtime: float,
     log: str,
-) -> dict:
+) -> EvaluationResult:
     """The result record of an evaluation that gave a finite fitness (twin of :func:`failure`)."""
     return {
         "individual": item["individual"],
@@ -80,15 +108,15 @@ def success(
     }
 
 
-def unstorable(result: dict[str, Any], error: str) -> dict[str, Any]:
+def unstorable(result: EvaluationResult, error: str) -> EvaluationResult:
     """``result`` (of a completed evaluation) failed as ``result``: what it returned cannot be
     stored (e.g. a shape that differs from the run's), so none of its metrics or arrays is
     kept; where and how long it ran is."""
     return {**result, "ok": False, "reason": "result", "error": error, "metrics": {}, "arrays": {}}
 
 
-class ChunkResults(list):
-    """A task's results (one dict per item, in order): a list that Dask moves as one pickle.
+class ChunkResults(list[EvaluationResult]):
+    """A task's results (one record per item, in order): a list that Dask moves as one pickle.
 
     Dask serialises a plain list's elements one by one, each with its own header; gathering a
     generation of 20,000 results that way cost the engine 13 times the CPU time of one pickle
