@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from l2lflow.execution.dispatch import CHUNKS_PER_WORKER, TARGET_CHUNK_S, _chunk_size
+from l2lflow.execution.dispatch import (
+    CHUNKS_PER_WORKER,
+    MAX_TASKS_PER_S,
+    TARGET_CHUNK_S,
+    _chunk_size,
+)
 
 
 def test_one_individual_per_task_until_a_runtime_is_known():
@@ -20,6 +25,20 @@ def test_short_evaluations_are_batched_but_every_worker_gets_tasks():
     assert _chunk_size(runtimes, remaining=100_000, workers=2) == 1000
     # few left: cut so that each worker still gets CHUNKS_PER_WORKER tasks
     assert _chunk_size(runtimes, remaining=40, workers=2) == 40 // (2 * CHUNKS_PER_WORKER)
+
+
+def test_many_slots_get_longer_chunks_so_the_engine_keeps_up():
+    """256 slots finishing 0.25-s evaluations one per task would ask ~1,000 tasks a second of
+    the engine; chunks grow until the slots ask at most MAX_TASKS_PER_S."""
+    runtimes = [0.25] * 64
+    slots = 256
+    size = _chunk_size(runtimes, remaining=100_000, workers=slots)
+    assert size > 1
+    assert slots / (size * 0.25) <= MAX_TASKS_PER_S
+    # a few slots: the usual target, so 0.25-s evaluations still go one per task
+    assert _chunk_size(runtimes, remaining=100_000, workers=2) == 1
+    # and every slot still gets work when the generation is small
+    assert _chunk_size(runtimes, remaining=600, workers=slots) == 2
 
 
 def test_a_slow_sandbox_start_is_not_counted_in_the_evaluation_timeout(tmp_path, monkeypatch):

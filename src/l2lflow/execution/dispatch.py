@@ -3,8 +3,10 @@
 The submit/collect/retry core is :class:`Dispatcher`; :func:`evaluate_generation` drives it for
 a generation (results streamed into the store) and :func:`evaluate_meta_test` for the
 meta-test of the best individuals (results returned in rank order). The client sends small
-*chunks* of individuals to workers; each chunk is sized from the runtimes measured so far so that it takes about ``TARGET_CHUNK_S`` (many tiny evaluations are batched to
-amortise Dask's per-task cost; long simulations go one per task). Only a few chunks per worker
+*chunks* of individuals to workers; each chunk is sized from the runtimes measured so far so
+that it takes about ``TARGET_CHUNK_S``, or longer when many slots would otherwise finish more
+than ``MAX_TASKS_PER_S`` tasks a second (many short evaluations are batched to amortise Dask's
+per-task cost; long simulations go one per task). Only a few chunks per worker
 are in flight, so an interruption repeats little work. Results are written to the store by this
 process in batches at most ``FLUSH_INTERVAL_S`` apart. Failed attempts (exceptions, crashes,
 timeouts, lost workers) are retried as configured, then recorded as failed with their reason and
@@ -40,6 +42,10 @@ from l2lflow.space import ParameterSpace
 from l2lflow.store import DONE, FAILED, PENDING, ResultStore
 
 TARGET_CHUNK_S = 0.1
+#: tasks a second one engine hands out before chunks grow instead: each task costs the engine's
+#: Dask client and scheduler ~1.6 ms of CPU (256 slots, one 0.25-s evaluation per task:
+#: ``benchmarks/many_workers.py``), so 200 tasks/s keep a third of a core busy
+MAX_TASKS_PER_S = 200.0
 FLUSH_INTERVAL_S = 0.5
 CHUNKS_PER_WORKER = 2
 
@@ -644,10 +650,15 @@ def _chunk_size(runtimes: list[float], remaining: int, workers: int) -> int:
     guess of 4 cut 16 long simulations into 4 tasks of unequal length for 2 workers, and the
     generation waited for the slowest pair. The first result sizes the chunks that follow, so
     cheap evaluations pay the one-per-task cost only for the first ``workers × 2`` of them.
-    Evaluations longer than TARGET_CHUNK_S always go one per task.
+    Evaluations longer than the target always go one per task. The target is TARGET_CHUNK_S,
+    or ``workers / MAX_TASKS_PER_S`` where that is longer: 256 slots finishing 0.25-s
+    evaluations one per task asked ~1,000 tasks a second of the engine, which could hand out
+    ~600, and the slots waited for it.
     """
     if not runtimes:
         return 1
     fair = max(1, math.ceil(remaining / (workers * CHUNKS_PER_WORKER)))
     mean = max(float(np.mean(runtimes[-64:])), 1e-6)
-    return max(1, min(fair, int(TARGET_CHUNK_S / mean)))
+    by_target = int(TARGET_CHUNK_S / mean)
+    by_engine = math.ceil(workers / (MAX_TASKS_PER_S * mean))  # tasks/s <= MAX_TASKS_PER_S
+    return max(1, min(fair, max(by_target, by_engine)))
