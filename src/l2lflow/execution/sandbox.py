@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
-from l2lflow.execution.work import EvaluationSpec, failure
+from l2lflow.execution.work import EvaluationResult, EvaluationSpec, failure
 
 #: environment variable that marks a sandbox and all its descendants (value: the sandbox's token)
 SANDBOX_TOKEN_VAR = "L2LFLOW_SANDBOX"
@@ -258,7 +258,7 @@ class Sandbox:
             return False
         return True
 
-    def next_result(self, spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
+    def next_result(self, spec: EvaluationSpec, item: Mapping[str, Any]) -> EvaluationResult:
         """Wait for ``item``'s result, at most ``spec.timeout_s`` (None: no limit)."""
         start = time.perf_counter()
         try:
@@ -279,7 +279,7 @@ class Sandbox:
         except (EOFError, OSError):
             return self._crashed(item, start)
 
-    def _crashed(self, item: Mapping[str, Any], start: float) -> dict[str, Any]:
+    def _crashed(self, item: Mapping[str, Any], start: float) -> EvaluationResult:
         code = self.process.wait()
         if code < 0:
             try:

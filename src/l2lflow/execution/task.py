@@ -26,6 +26,7 @@ from l2lflow.execution.sandbox import SANDBOX_LOCK, Sandbox, current_sandbox, re
 from l2lflow.execution.work import (
     Chunk,
     ChunkResults,
+    EvaluationResult,
     EvaluationSpec,
     failure,
     success,
@@ -213,7 +214,7 @@ def warm_optimizee(spec: EvaluationSpec) -> None:
         optimizee.warm_up()
 
 
-def run_one(spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
+def run_one(spec: EvaluationSpec, item: Mapping[str, Any]) -> EvaluationResult:
     """Evaluate one individual in this process and return a plain result dict (never raises)."""
     handler = _ListHandler()
     log = _EVALUATION_LOG
@@ -245,7 +246,7 @@ def run_one(spec: EvaluationSpec, item: Mapping[str, Any]) -> dict[str, Any]:
         log.removeHandler(handler)
 
 
-def run_batch(spec: EvaluationSpec, items: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def run_batch(spec: EvaluationSpec, items: list[Mapping[str, Any]]) -> list[EvaluationResult]:
     """Evaluate a chunk with one call of a batched optimizee; one result per item, in order.
 
     An exception fails the whole batch (the engine retries it in smaller pieces); a NaN fails
@@ -296,7 +297,7 @@ def run_batch(spec: EvaluationSpec, items: list[Mapping[str, Any]]) -> list[dict
 
 def _record(
     spec: EvaluationSpec, item: Mapping[str, Any], value: Any, runtime: float, log: str
-) -> dict[str, Any]:
+) -> EvaluationResult:
     """The record of one completed evaluation's return value: done with a finite fitness;
     failed as ``result`` when the value cannot be stored, as ``nonfinite`` (with the metrics
     and arrays it returned) for a NaN/inf fitness. Both are deterministic: never retried."""
@@ -341,7 +342,7 @@ def evaluate_chunk(spec: EvaluationSpec, items: list[dict[str, Any]] | Chunk) ->
     if isinstance(items, Chunk):
         items = items.items
     where = worker_identity()
-    results: list[dict[str, Any]] = []
+    results: list[EvaluationResult] = []
     if not spec.isolate:
         results = run_batch(spec, items)
     else:
@@ -379,7 +380,7 @@ def evaluate_chunk(spec: EvaluationSpec, items: list[dict[str, Any]] | Chunk) ->
 
 def _first_of_batch(
     sandbox: Sandbox, spec: EvaluationSpec, items: list[dict[str, Any]]
-) -> dict[str, Any]:
+) -> EvaluationResult:
     """Wait for the first result of a batched call of ``len(items)`` individuals.
 
     ``evaluation.timeout_s`` bounds one evaluation, so a batch of n gets n × timeout_s (its
