@@ -148,3 +148,20 @@ def test_pools_come_from_the_registered_backend(tmp_path: Path, monkeypatch) -> 
         pools.close()
     with pytest.raises(core.PoolError, match="'nowhere' is not a backend .known: local, one"):
         start_pools({"backend": "nowhere"})
+
+
+def test_workers_do_not_profile_themselves_without_a_dashboard(tmp_path: Path) -> None:
+    """Dask workers sample every thread's stack every 10 ms for the dashboard's profile pages;
+    without a dashboard nobody reads them, and the sampling competes with the simulations."""
+    import dask
+
+    def profiling() -> bool:
+        return bool(dask.config.get("distributed.worker.profile.enabled"))
+
+    for dashboard, expected in ((False, False), (True, True)):
+        execution = {"backend": "local", "workers": 1, "dashboard": dashboard}
+        pools = start_pools(execution, local_directory=str(tmp_path))
+        try:
+            assert set(pools.client("cpu").run(profiling).values()) == {expected}
+        finally:
+            pools.close()

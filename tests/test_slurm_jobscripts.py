@@ -49,6 +49,16 @@ def assert_tls(script: str) -> None:
             assert re.search(rf"{flag} /\S+", line), flag
 
 
+def test_workers_profile_themselves_only_for_a_dashboard() -> None:
+    """Without a dashboard a worker job switches off Dask's 10-ms stack sampling (nobody reads
+    it, and it competes with the simulations on the node)."""
+    line = "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False"
+    cpu = pools("juwels")["cpu"]
+    assert line in job_script(cpu, "cpu", Security.temporary()).splitlines()
+    with_dashboard = {**cpu, "dashboard_address": "127.0.0.1:0"}
+    assert line not in job_script(with_dashboard, "cpu", Security.temporary()).splitlines()
+
+
 def test_juwels_cpu_pool() -> None:
     script = job_script(pools("juwels")["cpu"], "cpu", Security.temporary())
     for line in (

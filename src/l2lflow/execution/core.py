@@ -150,7 +150,10 @@ def http_routes(dashboard: str | None):
     Without a dashboard nobody looks at the system monitor's plots either: it samples every
     2 s instead of every 0.5 s and without disk counters. The scheduler and the nannies run in
     the engine, and their sampling was a tenth of the engine's CPU time while it evaluated
-    (``benchmarks/engine_throughput.py`` profiled).
+    (``benchmarks/engine_throughput.py`` profiled). Nor at the workers' statistical profiles:
+    each worker sampled every thread's stack every 10 ms, 4 % of a core per waiting worker
+    beside the simulations (2.7 % without it; Slurm workers get the same through
+    :data:`NO_DASHBOARD_ENV` in their job script).
     """
     import dask
 
@@ -164,9 +167,14 @@ def http_routes(dashboard: str | None):
             "distributed.worker.http.routes": health,
             "distributed.admin.system-monitor.interval": "2s",
             "distributed.admin.system-monitor.disk": False,
+            "distributed.worker.profile.enabled": False,
         }
     ):
         yield
+
+
+#: what a Slurm worker's job script exports when the run has no dashboard (see http_routes)
+NO_DASHBOARD_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
 
 
 class PoolBackend(Protocol):

@@ -18,6 +18,8 @@ from typing import Any
 import dask
 import yaml
 
+from l2lflow.execution.core import NO_DASHBOARD_ENV
+
 #: dask-jobqueue config section of pools without ``use_dask_config``: the package's own defaults,
 #: so that a user's ``jobqueue.slurm`` (e.g. a ``queue`` or ``account`` in ~/.config/dask) cannot
 #: leak into a pool whose ``partition``/``account`` is null (dask-jobqueue reads the config for
@@ -63,6 +65,8 @@ def job_kwargs(p: dict[str, Any], name: str) -> dict[str, Any]:
         f"export L2LFLOW_THREADS_PER_WORKER={threads}",
         f"export L2LFLOW_POOL={shlex.quote(name)}",
     ]
+    if p.get("dashboard_address") is None:
+        prologue += [f"export {key}={value}" for key, value in NO_DASHBOARD_ENV.items()]
     return {
         "queue": p["partition"],
         "account": p["account"],
