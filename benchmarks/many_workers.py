@@ -21,7 +21,6 @@ Last line: ``slots=<n> slot_efficiency=<x> lpt_bound=<y>``. Target: slot_efficie
 from __future__ import annotations
 
 import argparse
-import heapq
 import logging
 import tempfile
 import time
@@ -33,10 +32,7 @@ from _pipeline import in_order_makespan  # benchmarks/_pipeline.py (the script's
 
 def lpt_makespan(durations: np.ndarray, slots: int) -> float:
     """Makespan of longest-processing-time-first list scheduling on ``slots`` equal slots."""
-    finish = [0.0] * slots
-    for d in sorted(durations.tolist(), reverse=True):
-        heapq.heappush(finish, heapq.heappop(finish) + d)
-    return max(finish)
+    return in_order_makespan(sorted(durations.tolist(), reverse=True), slots)
 
 
 def main() -> None:

@@ -382,32 +382,38 @@ def claim(results_dir: str | Path, config_path: str | Path | None = None) -> Non
     results_dir = Path(results_dir)
     sock = _connect(socket_path(results_dir))
     if sock is None:  # no engine: the store's lock may still be held by `l2lflow run`
-        lock = StoreLock(results_dir)
-        lock.acquire()
-        lock.release()
+        _wait_for_store_lock(results_dir)
         if config_path is None:
             return
     else:
         sock.close()
-    idle = 60.0
-    if config_path is not None:
-        config = json.loads(Path(config_path).read_text())
-        idle = float(config.get("execution", {}).get("idle_timeout_s", 60))
     try:
         request(
             results_dir,
             "claim",
             config_path=config_path,
-            idle_timeout=idle,
+            idle_timeout=_idle_timeout(config_path) if config_path is not None else 60.0,
             start=config_path is not None,
         )
     except (ConnectionError, EngineGone, NoEngine):
         # the engine of a run that just died was shutting down and dropped the connection (or
         # was gone by the time of the request): wait (bounded) for it to let go of the results,
         # as when no engine answers at all
-        lock = StoreLock(results_dir)
-        lock.acquire()
-        lock.release()
+        _wait_for_store_lock(results_dir)
+
+
+def _wait_for_store_lock(results_dir: Path) -> None:
+    """Return once nothing holds the results folder's lock (bounded: an engine on its way out
+    is waited for, a live holder raises :class:`ClientError` naming it)."""
+    lock = StoreLock(results_dir)
+    lock.acquire()
+    lock.release()
+
+
+def _idle_timeout(config_path: str | Path) -> float:
+    """The engine's idle timeout from the run's resolved config (``execution.idle_timeout_s``)."""
+    config = json.loads(Path(config_path).read_text())
+    return float(config.get("execution", {}).get("idle_timeout_s", 60))
 
 
 def run_step(
@@ -418,10 +424,12 @@ def run_step(
     sentinel: str | Path | None = None,
 ) -> dict[str, Any]:
     """One Snakemake step: do ``op`` for ``generation`` and write its sentinel when committed."""
-    config = json.loads(Path(config_path).read_text())
-    idle = float(config.get("execution", {}).get("idle_timeout_s", 60))
     result = request(
-        results_dir, op, config_path=config_path, generation=generation, idle_timeout=idle
+        results_dir,
+        op,
+        config_path=config_path,
+        generation=generation,
+        idle_timeout=_idle_timeout(config_path),
     )
     if sentinel is not None:
         path = Path(sentinel)

@@ -39,6 +39,7 @@ Nothing in the store is ever unpickled or evaluated: metadata and optimizer chec
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -399,7 +400,7 @@ class ResultStore:
         """(name, array) of every variable on the ``generation`` dimension, coordinate last.
 
         Listed once per store object (a listing reads every variable's metadata): variables are
-        created only by this writer, which then forgets the list (``_created``)."""
+        created only by this writer, which then forgets the list (``_variable_changed``)."""
         if self._by_generation is None:
             out = []
             for name in [*sorted(self.root.array_keys()), "optimizer/state"]:
@@ -410,8 +411,8 @@ class ResultStore:
             self._by_generation = sorted(out, key=lambda item: item[0] == "generation")
         return self._by_generation
 
-    def _created(self, name: str, arr: Any) -> Any:
-        """Note a variable this writer has just created (or, ``arr`` None, deleted)."""
+    def _variable_changed(self, name: str, arr: Any) -> Any:
+        """Note a variable this writer has just created (``arr``) or deleted (``arr`` None)."""
         self._by_generation = None
         if arr is None:
             self._arrays.pop(name, None)
@@ -685,8 +686,7 @@ class ResultStore:
                 )
             return False
         pop = self.population_size
-        self._created(name, None)
-        self._created(
+        self._variable_changed(
             name,
             _create_filled(
                 self.root,
@@ -801,13 +801,13 @@ class ResultStore:
             if name in columns and _same_layout(self.array(name), columns[name], k):
                 continue
             del self.root[name]
-            self._created(name, None)
+            self._variable_changed(name, None)
             changed = True
         for name, (dtype, fill, values, dims) in columns.items():
             if self.has(name):
                 continue
             shape = (k, *np.shape(values)[1:])
-            self._created(
+            self._variable_changed(
                 name,
                 _create_filled(
                     self.root,
@@ -901,18 +901,13 @@ def _unreadable_variable(path: Path) -> str:
     return "metadata"
 
 
-_STORE_THREADS: Any = None
-
-
+@functools.cache
 def _store_threads() -> Any:
     """A small thread pool for writes to many variables at once (Zarr's calls are thread-safe:
     each hands a coroutine to Zarr's one event loop)."""
-    global _STORE_THREADS
-    if _STORE_THREADS is None:
-        from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
-        _STORE_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="l2lflow-store")
-    return _STORE_THREADS
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="l2lflow-store")
 
 
 def _filled_row(arr: Any, value: Any) -> np.ndarray:
