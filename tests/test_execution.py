@@ -152,16 +152,23 @@ def test_pools_come_from_the_registered_backend(tmp_path: Path, monkeypatch) -> 
 
 def test_workers_do_not_profile_themselves_without_a_dashboard(tmp_path: Path) -> None:
     """Dask workers sample every thread's stack every 10 ms for the dashboard's profile pages;
-    without a dashboard nobody reads them, and the sampling competes with the simulations."""
+    without a dashboard nobody reads them, and the sampling competes with the simulations. With
+    or without one, the workers' event-loop checks and memory checks run once a second, not
+    every 20 and 100 ms (each wake-up preempts a simulation on a machine whose cores all
+    simulate)."""
     import dask
 
-    def profiling() -> bool:
-        return bool(dask.config.get("distributed.worker.profile.enabled"))
+    def settings() -> tuple:
+        return (
+            bool(dask.config.get("distributed.worker.profile.enabled")),
+            dask.config.get("distributed.admin.tick.interval"),
+            dask.config.get("distributed.worker.memory.monitor-interval"),
+        )
 
-    for dashboard, expected in ((False, False), (True, True)):
+    for dashboard, profiling in ((False, False), (True, True)):
         execution = {"backend": "local", "workers": 1, "dashboard": dashboard}
         pools = start_pools(execution, local_directory=str(tmp_path))
         try:
-            assert set(pools.client("cpu").run(profiling).values()) == {expected}
+            assert set(pools.client("cpu").run(settings).values()) == {(profiling, "1s", "1s")}
         finally:
             pools.close()

@@ -59,6 +59,29 @@ def test_workers_profile_themselves_only_for_a_dashboard() -> None:
     assert line not in job_script(with_dashboard, "cpu", Security.temporary()).splitlines()
 
 
+def test_worker_jobs_check_their_event_loop_and_memory_once_a_second() -> None:
+    """Every worker job slows Dask's 20-ms event-loop check and 100-ms memory check to 1 s (each
+    wake-up preempts a simulation on a node whose cores all simulate), unless the user's
+    prologue set them."""
+    cpu = pools("juwels")["cpu"]
+    tick = "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL"
+    memory = "DASK_DISTRIBUTED__WORKER__MEMORY__MONITOR_INTERVAL"
+
+    def exported(pool: dict) -> list[str]:
+        """What the job script's exports give the worker for both settings (run by bash)."""
+        lines = job_script(pool, "cpu", Security.temporary()).splitlines()
+        exports = [line for line in lines if line.startswith("export ")]
+        script = "\n".join([*exports, f"echo ${tick} ${memory}"])
+        env = {k: v for k, v in os.environ.items() if k not in (tick, memory)}
+        return subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, check=True, env=env
+        ).stdout.split()
+
+    assert exported(cpu) == ["1s", "1s"]
+    mine = {**cpu, "prologue": [*cpu["prologue"], f"export {tick}=50ms"]}
+    assert exported(mine) == ["50ms", "1s"]
+
+
 def test_juwels_cpu_pool() -> None:
     script = job_script(pools("juwels")["cpu"], "cpu", Security.temporary())
     for line in (

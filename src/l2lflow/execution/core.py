@@ -141,40 +141,61 @@ def dashboard_address(value: Any) -> str | None:
     raise ValueError(f"{value!r} is not a dashboard setting (allowed: {allowed})")
 
 
-@contextlib.contextmanager
-def http_routes(dashboard: str | None):
-    """Dask config for the scheduler's and workers' HTTP servers while a cluster starts.
+#: Dask's periodic checks that wake every process of a cluster while the evaluations run.
+#: Every 20 ms each worker and the scheduler timed their own event loop (a diagnostic for
+#: "event loop was unresponsive" warnings), and every 100 ms each worker and nanny checked the
+#: worker's memory. On a machine whose cores all simulate, each wake-up preempts a simulation:
+#: with 2 workers on 2 cores the two sandboxes were preempted ~150 times a second each and
+#: waited 2.3 s for a core during a 23-s generation, and the workers used 0.55 s of CPU each.
+#: With both at 1 s: ~70 preemptions a second, 0.9 s of waiting, 0.14 s per worker
+#: (``benchmarks/nest_throughput.py``, CPU times and ``/proc/<pid>/schedstat`` of every
+#: process). A memory check once a second still stops a runaway worker.
+QUIET_LOOPS = {
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
 
-    They listen even without the dashboard, and by default serve ``/info`` pages (worker logs,
-    call stacks) and Prometheus metrics: with the dashboard off only ``/health`` remains.
-    Without a dashboard nobody looks at the system monitor's plots either: it samples every
-    2 s instead of every 0.5 s and without disk counters. The scheduler and the nannies run in
-    the engine, and their sampling was a tenth of the engine's CPU time while it evaluated
-    (``benchmarks/engine_throughput.py`` profiled). Nor at the workers' statistical profiles:
-    each worker sampled every thread's stack every 10 ms, 4 % of a core per waiting worker
-    beside the simulations (2.7 % without it; Slurm workers get the same through
-    :data:`NO_DASHBOARD_ENV` in their job script).
+#: what every Slurm worker's job script exports (:data:`QUIET_LOOPS`), and what it exports when
+#: the run has no dashboard (see :func:`cluster_config`)
+QUIET_LOOPS_ENV = {
+    "DASK_" + key.upper().replace(".", "__").replace("-", "_"): value
+    for key, value in QUIET_LOOPS.items()
+}
+NO_DASHBOARD_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+
+
+@contextlib.contextmanager
+def cluster_config(dashboard: str | None):
+    """Dask config for a cluster's scheduler, nannies and workers while it starts (the workers
+    of a local cluster get their nanny's config; Slurm workers get the same through
+    :data:`QUIET_LOOPS_ENV` and :data:`NO_DASHBOARD_ENV` in their job script).
+
+    Always: :data:`QUIET_LOOPS`. Without a dashboard, also: the scheduler's and workers' HTTP
+    servers (they listen even without the dashboard, and by default serve ``/info`` pages with
+    worker logs and call stacks, and Prometheus metrics) serve ``/health`` only; the system
+    monitor, whose plots nobody looks at, samples every 2 s instead of every 0.5 s and without
+    disk counters (the scheduler and the nannies run in the engine, and their sampling was a
+    tenth of the engine's CPU time while it evaluated: ``benchmarks/engine_throughput.py``
+    profiled); and the workers do not sample every thread's stack every 10 ms for the
+    dashboard's profile pages (4 % of a core per waiting worker beside the simulations, 2.7 %
+    without it).
     """
     import dask
 
-    if dashboard is not None:
+    settings: dict[str, Any] = dict(QUIET_LOOPS)
+    if dashboard is None:
+        health = ["distributed.http.health"]
+        settings.update(
+            {
+                "distributed.scheduler.http.routes": health,
+                "distributed.worker.http.routes": health,
+                "distributed.admin.system-monitor.interval": "2s",
+                "distributed.admin.system-monitor.disk": False,
+                "distributed.worker.profile.enabled": False,
+            }
+        )
+    with dask.config.set(settings):
         yield
-        return
-    health = ["distributed.http.health"]
-    with dask.config.set(
-        {
-            "distributed.scheduler.http.routes": health,
-            "distributed.worker.http.routes": health,
-            "distributed.admin.system-monitor.interval": "2s",
-            "distributed.admin.system-monitor.disk": False,
-            "distributed.worker.profile.enabled": False,
-        }
-    ):
-        yield
-
-
-#: what a Slurm worker's job script exports when the run has no dashboard (see http_routes)
-NO_DASHBOARD_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
 
 
 class PoolBackend(Protocol):

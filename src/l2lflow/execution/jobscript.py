@@ -18,7 +18,7 @@ from typing import Any
 import dask
 import yaml
 
-from l2lflow.execution.core import NO_DASHBOARD_ENV
+from l2lflow.execution.core import NO_DASHBOARD_ENV, QUIET_LOOPS_ENV
 
 #: dask-jobqueue config section of pools without ``use_dask_config``: the package's own defaults,
 #: so that a user's ``jobqueue.slurm`` (e.g. a ``queue`` or ``account`` in ~/.config/dask) cannot
@@ -65,6 +65,8 @@ def job_kwargs(p: dict[str, Any], name: str) -> dict[str, Any]:
         f"export L2LFLOW_THREADS_PER_WORKER={threads}",
         f"export L2LFLOW_POOL={shlex.quote(name)}",
     ]
+    # a value the user's prologue exported wins over ours
+    prologue += [f"export {key}=${{{key}:-{value}}}" for key, value in QUIET_LOOPS_ENV.items()]
     if p.get("dashboard_address") is None:
         prologue += [f"export {key}={value}" for key, value in NO_DASHBOARD_ENV.items()]
     return {

@@ -89,7 +89,7 @@ def start_local_cluster(
     import dask
     from distributed import LocalCluster
 
-    from l2lflow.execution.core import dashboard_address, http_routes
+    from l2lflow.execution.core import cluster_config, dashboard_address
 
     n = local_worker_count(execution)
     dashboard = dashboard_address(execution.get("dashboard", False))
@@ -100,7 +100,7 @@ def start_local_cluster(
                 "distributed.worker.daemon": False,
             }
         ),
-        http_routes(dashboard),
+        cluster_config(dashboard),
     ):
         cluster = _start_with_retries(
             LocalCluster,

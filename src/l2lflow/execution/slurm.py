@@ -50,7 +50,7 @@ import dask
 from dask.utils import parse_timedelta
 from distributed.security import Security
 
-from l2lflow.execution.core import dashboard_address, http_routes
+from l2lflow.execution.core import cluster_config, dashboard_address
 from l2lflow.execution.credentials import credential_dir
 from l2lflow.execution.jobscript import job_kwargs, pinned_command
 from l2lflow.execution.slurm_pool import resolve_pool, scheduler_options
@@ -196,7 +196,7 @@ def slurm_cluster(
         from l2lflow.config import ConfigError
 
         raise ConfigError(f"execution.pools.{name}: {exc}") from None
-    with http_routes(p["dashboard_address"]):  # no /info pages without the dashboard
+    with cluster_config(p["dashboard_address"]):  # no /info pages without the dashboard
         cluster = L2LSLURMCluster(
             name=name,
             security=security,
