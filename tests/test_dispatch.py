@@ -5,6 +5,7 @@ from __future__ import annotations
 from l2lflow.execution.dispatch import (
     CHUNKS_PER_WORKER,
     MAX_TASKS_PER_S,
+    MIN_TASK_S,
     TARGET_CHUNK_S,
     _chunk_size,
 )
@@ -23,8 +24,22 @@ def test_long_evaluations_go_one_per_task():
 def test_short_evaluations_are_batched_but_every_worker_gets_tasks():
     runtimes = [TARGET_CHUNK_S / 1000] * 8  # about 1,000 evaluations make a target-sized task
     assert _chunk_size(runtimes, remaining=100_000, workers=2) == 1000
-    # few left: cut so that each worker still gets CHUNKS_PER_WORKER tasks
-    assert _chunk_size(runtimes, remaining=40, workers=2) == 40 // (2 * CHUNKS_PER_WORKER)
+    # few left (but each task still well above MIN_TASK_S): cut so that each worker still gets
+    # CHUNKS_PER_WORKER tasks
+    assert _chunk_size(runtimes, remaining=4000, workers=2) == 4000 // (2 * CHUNKS_PER_WORKER)
+
+
+def test_no_task_holds_less_work_than_its_round_trip_costs():
+    """Once runtimes are known, a task holds at least MIN_TASK_S of work: 32 evaluations of
+    microseconds go as one task, not cut into ever smaller ones for 2 workers."""
+    mean = MIN_TASK_S / 100  # 100 evaluations make the least task
+    runtimes = [mean] * 8
+    assert _chunk_size(runtimes, remaining=32, workers=2) == 32
+    assert _chunk_size(runtimes, remaining=1000, workers=2) == 250  # the fair share is larger
+    assert _chunk_size(runtimes, remaining=300, workers=2) == 100  # shrinking stops at the floor
+    # evaluations longer than the target still go one per task, and so do unknown ones
+    assert _chunk_size([2 * TARGET_CHUNK_S] * 8, remaining=40, workers=2) == 1
+    assert _chunk_size([], remaining=40, workers=2) == 1
 
 
 def test_many_slots_get_longer_chunks_so_the_engine_keeps_up():
