@@ -155,12 +155,13 @@ QUIET_LOOPS = {
     "distributed.worker.memory.monitor-interval": "1s",
 }
 
-#: what every Slurm worker's job script exports (:data:`QUIET_LOOPS`), and what it exports when
-#: the run has no dashboard (see :func:`cluster_config`)
+#: :data:`QUIET_LOOPS` as the environment variables every Slurm worker's job script exports
 QUIET_LOOPS_ENV = {
     "DASK_" + key.upper().replace(".", "__").replace("-", "_"): value
     for key, value in QUIET_LOOPS.items()
 }
+#: what a Slurm worker's job script also exports when the run has no dashboard (see
+#: :func:`cluster_config`)
 NO_DASHBOARD_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
 
 

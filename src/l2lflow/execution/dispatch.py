@@ -6,8 +6,8 @@ meta-test of the best individuals (results returned in rank order). The client s
 *chunks* of individuals to workers; each chunk is sized from the runtimes measured so far so
 that it takes about ``TARGET_CHUNK_S``, or longer when many slots would otherwise finish more
 than ``MAX_TASKS_PER_S`` tasks a second, and never shorter than ``MIN_TASK_S`` (many short
-evaluations are batched to amortise Dask's per-task cost; long simulations go one per task). Only a few chunks per worker
-are in flight, so an interruption repeats little work. Results are written to the store by this
+evaluations are batched to amortise Dask's per-task cost; long simulations go one per task).
+Only a few chunks per worker are in flight, so an interruption repeats little work. Results are written to the store by this
 process in batches at most ``FLUSH_INTERVAL_S`` apart. Failed attempts (exceptions, crashes,
 timeouts, lost workers) are retried as configured, then recorded as failed with their reason and
 the failure fitness; a completed evaluation with a NaN/inf fitness or a result that cannot be
