@@ -15,11 +15,14 @@ The Executor's modules, one job each:
 
 - ``core.py``: :class:`Executor` (a run's pools and its two entry points, ``evaluate_generation``
   and ``meta_test``), the :class:`PoolBackend` interface, the backend registry
-  (``BACKENDS``) and :func:`start_pools`.
+  (``BACKENDS``), :func:`start_pools`, and the Dask config every cluster starts with
+  (:func:`cluster_config`: Dask's periodic checks once a second, no dashboard pages unless
+  asked for).
 - ``local.py``: ``LocalBackend``: a TLS ``LocalCluster`` on this machine (and a GPU pool).
 - ``slurm.py``: ``SlurmBackend``: one adaptive dask-jobqueue ``SLURMCluster`` per pool.
 - ``slurm_pool.py``: the Slurm pool spec: keys, defaults, checks (no dask-jobqueue import).
-- ``jobscript.py``: job keyword arguments and the GPU-pinning text of a Slurm job script.
+- ``jobscript.py``: job keyword arguments, and the exports and GPU-pinning text of a Slurm job
+  script.
 - ``credentials.py``: the owner-only folder of a Slurm pool's TLS files, and its removal.
 - ``dispatch.py``: a generation's work → Dask tasks (chunked by runtime) → results streamed to
   the store; retries, progress, interruption; the meta-test goes through the same
