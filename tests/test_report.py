@@ -79,14 +79,17 @@ class Browser:
             os.dup2(child_r, 3)
             os.dup2(child_w, 4)
 
-        self.proc = subprocess.Popen(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(3, 4),
-            preexec_fn=pipes_to_3_and_4,
-        )
+        # Chromium's own messages, quoted when it does not answer (see call)
+        self.log = profile.parent / "chromium.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(3, 4),
+                preexec_fn=pipes_to_3_and_4,
+            )
         os.close(child_r)
         os.close(child_w)
         self._buf = b""
@@ -110,7 +113,11 @@ class Browser:
                     return answer["result"]
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"chromium did not answer {method} within {timeout} s")
+                tail = self.log.read_text(errors="replace").splitlines()[-20:]
+                raise TimeoutError(
+                    f"chromium did not answer {method} within {timeout} s (running: "
+                    f"{self.proc.poll() is None}); its last messages:\n" + "\n".join(tail)
+                )
             if select.select([self._r], [], [], left)[0]:
                 chunk = os.read(self._r, 1 << 20)
                 if not chunk:
@@ -118,7 +125,10 @@ class Browser:
                 self._buf += chunk
 
     def open(self, url: str) -> None:
-        target = self.call("Target.createTarget", {"url": url})["targetId"]
+        # the first answer waits for Chromium's start: 0.3-0.6 s here when idle, but it once
+        # took over 30 s in CI on a slow VM, so its bound is generous (a hang still fails)
+        self.call("Browser.getVersion", timeout=120)
+        target = self.call("Target.createTarget", {"url": url}, timeout=60)["targetId"]
         self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
             "sessionId"
         ]
