@@ -155,14 +155,23 @@ QUIET_LOOPS = {
     "distributed.worker.memory.monitor-interval": "1s",
 }
 
-#: :data:`QUIET_LOOPS` as the environment variables every Slurm worker's job script exports
-QUIET_LOOPS_ENV = {
-    "DASK_" + key.upper().replace(".", "__").replace("-", "_"): value
-    for key, value in QUIET_LOOPS.items()
-}
-#: what a Slurm worker's job script also exports when the run has no dashboard (see
-#: :func:`cluster_config`)
-NO_DASHBOARD_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+#: what a worker does not do when the run has no dashboard (see :func:`cluster_config`)
+WORKER_WITHOUT_DASHBOARD = {"distributed.worker.profile.enabled": False}
+
+
+def dask_environment(settings: dict[str, Any]) -> dict[str, str]:
+    """Dask config ``settings`` as the ``DASK_*`` environment variables Dask reads at import
+    (``distributed.admin.tick.interval`` -> ``DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL``)."""
+    return {
+        "DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+        for key, value in settings.items()
+    }
+
+
+#: what every Slurm worker's job script exports (:data:`QUIET_LOOPS`), and what it also exports
+#: when the run has no dashboard (:data:`WORKER_WITHOUT_DASHBOARD`)
+QUIET_LOOPS_ENV = dask_environment(QUIET_LOOPS)
+NO_DASHBOARD_ENV = dask_environment(WORKER_WITHOUT_DASHBOARD)
 
 
 @contextlib.contextmanager
@@ -192,7 +201,7 @@ def cluster_config(dashboard: str | None):
                 "distributed.worker.http.routes": health,
                 "distributed.admin.system-monitor.interval": "2s",
                 "distributed.admin.system-monitor.disk": False,
-                "distributed.worker.profile.enabled": False,
+                **WORKER_WITHOUT_DASHBOARD,
             }
         )
     with dask.config.set(settings):
